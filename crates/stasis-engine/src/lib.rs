@@ -1,0 +1,1 @@
+//! Process-tree checkpoint/restore engine.

@@ -1,0 +1,1 @@
+//! CRIU's on-disk image format, with no syscalls and no engine types.

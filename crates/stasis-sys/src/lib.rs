@@ -1,0 +1,1 @@
+//! The thin syscall layer: the only crate of Stasis with `unsafe`.
