@@ -1,0 +1,182 @@
+//! Process control: restore stubs created with `clone3(set_tid)`, signals,
+//! waiting for ordinary children, and the interrupt flag.
+//!
+//! A restore stub is a fresh child of the restorer that will become one
+//! process of the restored tree. Right after `clone3` it maps a scratch area
+//! at an address the restorer chose (free in our layout and in every
+//! restored process's layout), copies a few bytes of code there (a `syscall`
+//! instruction the tracer uses for injection), closes every fd above 2, asks
+//! to be traced and stops itself. From then on no code of ours runs in it:
+//! the tracer rebuilds it entirely with remote syscalls.
+
+use crate::{check, check_int, Pid};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `struct clone_args` (version 2, 88 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+impl CloneArgs {
+    /// The struct as bytes, to copy into another task's memory.
+    pub fn to_bytes(&self) -> [u8; 88] {
+        let words = [
+            self.flags,
+            self.pidfd,
+            self.child_tid,
+            self.parent_tid,
+            self.exit_signal,
+            self.stack,
+            self.stack_size,
+            self.tls,
+            self.set_tid,
+            self.set_tid_size,
+            self.cgroup,
+        ];
+        let mut out = [0u8; 88];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// Exit codes of a stub that failed before stopping (seen by the restorer).
+pub const STUB_EXIT_MMAP: i32 = 120;
+pub const STUB_EXIT_TRACEME: i32 = 121;
+pub const STUB_EXIT_RESUMED: i32 = 122;
+
+/// Creates a restore stub with pid `set_tid` (or any pid), a scratch area at
+/// `scratch_addr` of `scratch_len` bytes (read-write-execute) whose start
+/// holds `code`, traced by us and stopped with SIGSTOP (the caller must
+/// `ptrace::wait` for that stop). Fails with `EEXIST` if the pid is taken.
+pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, code: &[u8]) -> io::Result<Pid> {
+    assert!(code.len() <= scratch_len);
+    let tid_arr: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if set_tid.is_some() { tid_arr.as_ptr() as u64 } else { 0 },
+        set_tid_size: if set_tid.is_some() { 1 } else { 0 },
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a
+    // copy of our memory. In the child we only make raw syscalls and copy
+    // bytes (async-signal-safe), then stop or _exit; it never returns into
+    // Rust code that could touch locks or allocators.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if ret == 0 {
+        // SAFETY: child side; see above. The mapping is new (NOREPLACE) and
+        // exactly scratch_len long, so the copy stays inside it.
+        unsafe {
+            let p = libc::mmap(
+                scratch_addr as *mut libc::c_void,
+                scratch_len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            );
+            if p as u64 != scratch_addr {
+                libc::_exit(STUB_EXIT_MMAP);
+            }
+            std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                libc::_exit(STUB_EXIT_TRACEME);
+            }
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+            libc::_exit(STUB_EXIT_RESUMED);
+        }
+    }
+    check(ret).map(|pid| pid as Pid)
+}
+
+/// Sends `sig` to process `pid` (0 only checks it exists).
+pub fn kill(pid: Pid, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    check_int(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Sends `sig` to thread `tid` of process `tgid`.
+pub fn tgkill(tgid: Pid, tid: Pid, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) }).map(drop)
+}
+
+/// Waits for an ordinary child to end: `Ok(status)` as an exit code, with
+/// death by signal N reported as 128 + N (like a shell).
+pub fn wait_exit(pid: Pid) -> io::Result<i32> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status points to a live local c_int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        break;
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Ok(128 + libc::WTERMSIG(status))
+    }
+}
+
+/// The calling thread's id.
+pub fn gettid() -> Pid {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs SIGINT/SIGTERM/SIGHUP handlers that only set a flag, so the
+/// engine can stop at its next step and unwind cleanly (thaw, detach,
+/// remove staging files) instead of dying with tasks frozen.
+pub fn install_interrupt_flag() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: sa is fully initialised; the handler only stores to an
+        // atomic, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            check_int(libc::sigaction(sig, &sa, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGINT/SIGTERM/SIGHUP arrived since [`install_interrupt_flag`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Makes this process a child subreaper (orphans of the restored tree
+/// reparent to us while we restore).
+pub fn set_child_subreaper(on: bool) -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
