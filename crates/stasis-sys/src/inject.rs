@@ -29,6 +29,35 @@ pub struct SyscallOutcome {
     pub new_tasks: Vec<Pid>,
 }
 
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// Registers of a task stopped inside an interrupted syscall, rewritten so
+/// that resuming them restarts that syscall (as the kernel does when it
+/// handles the interruption): `rip` back onto the `syscall` instruction and
+/// `rax` the syscall number again. A syscall that needs its restart block
+/// (nanosleep, clock_nanosleep, poll with timeout) cannot be resumed in a
+/// new task and returns `EINTR` instead; callers retry with the remaining
+/// time the kernel stored for them, as CRIU's tasks also do. `orig_rax` is
+/// cleared either way so nothing restarts twice.
+pub fn restart_syscall_regs(mut regs: UserRegs) -> UserRegs {
+    if (regs.orig_rax as i64) < 0 {
+        return regs;
+    }
+    match -(regs.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            regs.rax = regs.orig_rax;
+            regs.rip -= 2;
+        }
+        ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR) as i64 as u64,
+        _ => {}
+    }
+    regs.orig_rax = u64::MAX;
+    regs
+}
+
 /// Executes syscalls inside one stopped task.
 pub struct Injector {
     tid: Pid,
@@ -49,9 +78,20 @@ pub fn remote_result(ret: i64) -> io::Result<u64> {
 impl Injector {
     /// Prepares injection into `tid`, which must be ptrace-stopped. Its
     /// current registers are saved and put back by [`Injector::finish`].
+    ///
+    /// If the task was stopped inside an interrupted syscall, the saved
+    /// registers are first rewritten the way the kernel would restart it
+    /// (see [`restart_syscall_regs`]): after injection the task resumes from
+    /// a syscall-exit stop of ours, where the kernel's own restart logic no
+    /// longer runs.
     pub fn new(tid: Pid, syscall_ip: u64) -> io::Result<Self> {
-        let saved = ptrace::get_regs(tid)?;
-        Ok(Injector { tid, syscall_ip, saved, finished: false })
+        let saved = restart_syscall_regs(ptrace::get_regs(tid)?);
+        Ok(Injector {
+            tid,
+            syscall_ip,
+            saved,
+            finished: false,
+        })
     }
 
     /// The task this injector drives.
@@ -104,13 +144,21 @@ impl Injector {
         let mut new_tasks = Vec::new();
         self.expect_syscall_stop("exit", &mut new_tasks)?;
         let after = ptrace::get_regs(self.tid)?;
-        Ok(SyscallOutcome { ret: after.rax as i64, new_tasks })
+        Ok(SyscallOutcome {
+            ret: after.rax as i64,
+            new_tasks,
+        })
     }
 
     /// Runs a last syscall (typically the `munmap` of the scratch page the
     /// `syscall` instruction lives in) and, at its exit stop, installs
     /// `final_regs` so the task never returns into the unmapped page.
-    pub fn syscall_then_set(&mut self, nr: i64, args: [u64; 6], final_regs: UserRegs) -> io::Result<i64> {
+    pub fn syscall_then_set(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        final_regs: UserRegs,
+    ) -> io::Result<i64> {
         let ret = self.syscall(nr, args)?;
         self.saved = final_regs;
         ptrace::set_regs(self.tid, &self.saved)?;

@@ -63,12 +63,21 @@ pub const STUB_EXIT_RESUMED: i32 = 122;
 /// `scratch_addr` of `scratch_len` bytes (read-write-execute) whose start
 /// holds `code`, traced by us and stopped with SIGSTOP (the caller must
 /// `ptrace::wait` for that stop). Fails with `EEXIST` if the pid is taken.
-pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, code: &[u8]) -> io::Result<Pid> {
+pub fn spawn_stub(
+    set_tid: Option<Pid>,
+    scratch_addr: u64,
+    scratch_len: usize,
+    code: &[u8],
+) -> io::Result<Pid> {
     assert!(code.len() <= scratch_len);
     let tid_arr: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: if set_tid.is_some() { tid_arr.as_ptr() as u64 } else { 0 },
+        set_tid: if set_tid.is_some() {
+            tid_arr.as_ptr() as u64
+        } else {
+            0
+        },
         set_tid_size: if set_tid.is_some() { 1 } else { 0 },
         ..Default::default()
     };
@@ -76,7 +85,13 @@ pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, c
     // copy of our memory. In the child we only make raw syscalls and copy
     // bytes (async-signal-safe), then stop or _exit; it never returns into
     // Rust code that could touch locks or allocators.
-    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if ret == 0 {
         // SAFETY: child side; see above. The mapping is new (NOREPLACE) and
         // exactly scratch_len long, so the copy stays inside it.
@@ -178,5 +193,46 @@ pub fn interrupted() -> bool {
 /// reparent to us while we restore).
 pub fn set_child_subreaper(on: bool) -> io::Result<()> {
     // SAFETY: plain prctl with integer arguments.
-    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) }).map(drop)
+    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) })
+        .map(drop)
+}
+
+/// Signals (bit `n-1` for signal `n`) whose disposition in this process is
+/// not the default: a restore stub inherits them and must reset them.
+pub fn nondefault_signals() -> u64 {
+    let mut mask = 0u64;
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: querying (act = NULL) into a zeroed local struct.
+        let handler = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            old.sa_sigaction
+        };
+        if handler != libc::SIG_DFL {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    mask
+}
+
+/// Reaps every child and tracee of ours until none is left (used after
+/// killing a half-restored tree).
+pub fn reap_all() {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: status points to a live local c_int.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+    }
 }

@@ -1,1 +1,160 @@
-fn main() {}
+//! The `stasis` command line.
+//!
+//! Every failure is printed once, as one line naming what failed and why
+//! (the error and its causes joined by ": "), and the exit status is
+//! non-zero. `--log-level debug` adds progress and timing lines.
+
+mod logger;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "stasis",
+    version,
+    about = "Checkpoint and restore Linux process trees and containers"
+)]
+struct Cli {
+    /// error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
+    log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checkpoint and restore bare process trees.
+    #[command(subcommand)]
+    Process(ProcessCmd),
+    /// Inspect checkpoint images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+enum ProcessCmd {
+    /// Freeze the tree rooted at PID, write its images, then kill it.
+    Dump(DumpArgs),
+    /// Recreate a dumped tree with the same PIDs and let it continue.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    /// Root of the process tree.
+    pid: i32,
+    /// Directory to write the images to (must not exist or be empty).
+    #[arg(long, short = 'D', value_name = "DIR")]
+    images: PathBuf,
+    /// Let the tree run on after the dump.
+    #[arg(long, short = 'R')]
+    leave_running: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Directory holding the images.
+    #[arg(long, short = 'D', value_name = "DIR")]
+    images: PathBuf,
+    /// Return once the tree runs instead of waiting for its root to exit.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Write the restored root's PID to FILE.
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Print a readable summary: tree, threads, memory, pages, fds.
+    Show {
+        /// Directory holding the images.
+        dir: PathBuf,
+    },
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level {s:?} (error, warn, info, debug, trace)"))
+}
+
+/// One line: the error followed by its causes.
+fn one_line(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !line.contains(&s) {
+            line.push_str(": ");
+            line.push_str(&s);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+fn fail(err: &dyn std::error::Error) -> ExitCode {
+    eprintln!("stasis: {}", one_line(err));
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(cli.log_level);
+    if let Err(e) = stasis_sys::proc_ctl::install_interrupt_flag() {
+        return fail(&e);
+    }
+    match cli.command {
+        Command::Process(ProcessCmd::Dump(a)) => {
+            let opts = stasis_engine::DumpOpts {
+                leave_running: a.leave_running,
+            };
+            match stasis_engine::dump(a.pid, &a.images, &opts) {
+                Ok(s) => {
+                    log::info!(
+                        "dumped {} processes ({} threads) in {:?}: freezing {:?}, frozen {:?}, memory {:?}, {} pages written of {} scanned",
+                        s.processes, s.threads, s.total_time, s.freezing_time, s.frozen_time, s.memdump_time,
+                        s.pages_written, s.pages_scanned
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Process(ProcessCmd::Restore(a)) => {
+            let restored =
+                match stasis_engine::restore(&a.images, &stasis_engine::RestoreOpts::default()) {
+                    Ok(r) => r,
+                    Err(e) => return fail(&e),
+                };
+            log::info!(
+                "restored {} processes in {:?}",
+                restored.processes,
+                restored.restore_time
+            );
+            if let Some(p) = &a.pidfile {
+                if let Err(e) = std::fs::write(p, format!("{}\n", restored.root_pid)) {
+                    eprintln!("stasis: writing pid file {}: {e}", p.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if a.detach {
+                return ExitCode::SUCCESS;
+            }
+            match stasis_sys::proc_ctl::wait_exit(restored.root_pid) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Image(ImageCmd::Show { dir }) => match stasis_image::show::show(&dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}

@@ -1,0 +1,379 @@
+//! Dump orchestration: validate the root, freeze the tree, collect every
+//! process's state into a staging image directory, commit it with a rename,
+//! then kill the tree (or, with `leave_running`, let it go on).
+//!
+//! Any error or interruption before the commit drops the staging directory
+//! and the [`Frozen`] guard, which puts every task's registers back and
+//! detaches it: the tree runs on as if nothing happened.
+
+use crate::error::{dump_io, DumpError};
+use crate::fault;
+use crate::freeze::{Frozen, FrozenProcess};
+use crate::kinds::{files, mm, signal, task, thread};
+use crate::proc::{self, ProcError};
+use crate::remote::{RemoteSession, SCRATCH_LEN};
+use stasis_image::flags::{pe, task_state};
+use stasis_image::{pb, ImageDirWriter, PipeData};
+use stasis_sys::{proc_ctl, Pid};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How to dump.
+#[derive(Clone, Debug, Default)]
+pub struct DumpOpts {
+    /// Let the tree run on after the dump instead of killing it.
+    pub leave_running: bool,
+}
+
+/// What a dump did and how long it took.
+#[derive(Clone, Debug, Default)]
+pub struct DumpStats {
+    pub processes: usize,
+    pub threads: usize,
+    pub freezing_time: Duration,
+    pub frozen_time: Duration,
+    pub memdump_time: Duration,
+    pub pages_scanned: u64,
+    pub pages_written: u64,
+    pub total_time: Duration,
+}
+
+fn check_root(root: Pid) -> Result<(), DumpError> {
+    match proc::tree::collect_tree(root) {
+        Ok(_) => Ok(()),
+        Err(ProcError::KernelThread { .. }) => Err(DumpError::KernelThread { pid: root }),
+        Err(ProcError::Zombie { .. }) => Err(DumpError::Zombie { pid: root }),
+        Err(ProcError::SelfOrAncestor { .. }) => Err(DumpError::SelfDump { pid: root }),
+        Err(e) if e.is_no_such_process() => Err(DumpError::NoSuchProcess { pid: root }),
+        Err(ProcError::NotThreadGroupLeader { pid, tgid }) => Err(DumpError::Unsupported {
+            pid,
+            what: format!("{pid} is a thread of process {tgid}; dump the process"),
+        }),
+        Err(source) => Err(DumpError::Proc { pid: root, source }),
+    }
+}
+
+struct ProcessDump {
+    pstree: pb::PstreeEntry,
+    cores: Vec<(Pid, pb::CoreEntry)>,
+    mm: Option<pb::MmEntry>,
+    pagemap: Vec<pb::PagemapEntry>,
+    fdinfo: Vec<pb::FdinfoEntry>,
+    fs: Option<pb::FsEntry>,
+}
+
+/// Checkpoints the tree rooted at `root` into `images`.
+pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, DumpError> {
+    let t0 = Instant::now();
+    check_root(root)?;
+    let staging = ImageDirWriter::create(images)?;
+    let frozen = Frozen::freeze_tree(root)?;
+    let frozen_at = Instant::now();
+    let mut stats = DumpStats {
+        freezing_time: frozen.freezing_time,
+        ..Default::default()
+    };
+    fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
+
+    // Fds first, for all processes: whether a pipe is internal depends on
+    // who holds its other end.
+    let mut seen_fds = Vec::new();
+    for p in frozen.processes.iter().filter(|p| !p.threads.is_empty()) {
+        seen_fds.push((p.pid, files::scan_fds(p.pid)?));
+    }
+    let internal = files::internal_pipes(&seen_fds);
+    let mut table = files::FileTable::default();
+    let mut dumps = Vec::new();
+    let mut fd_iter = seen_fds.iter();
+    for (idx, p) in frozen.processes.iter().enumerate() {
+        if proc_ctl::interrupted() {
+            return Err(DumpError::Interrupted);
+        }
+        if p.threads.is_empty() {
+            dumps.push(dump_zombie(p, root)?);
+            continue;
+        }
+        let fds = &fd_iter
+            .next()
+            .map(|(_, f)| f)
+            .ok_or(DumpError::Unstable { pid: root })?[..];
+        let d = dump_process(
+            p,
+            root,
+            idx as u32 + 1,
+            fds,
+            &internal,
+            &mut table,
+            &staging,
+            &mut stats,
+        )?;
+        dumps.push(d);
+    }
+    fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
+
+    for d in &dumps {
+        let pid = d.pstree.pid;
+        for (tid, core) in &d.cores {
+            staging.write_core(*tid as u32, core)?;
+        }
+        if let Some(mm) = &d.mm {
+            staging.write_mm(pid, mm)?;
+            staging.write_pagemap(pid, &pb::PagemapHead { pages_id: pid }, &d.pagemap)?;
+            staging.write_ids(
+                pid,
+                &pb::TaskKobjIdsEntry {
+                    vm_id: pid,
+                    files_id: pid,
+                    fs_id: pid,
+                    sighand_id: pid,
+                    ..Default::default()
+                },
+            )?;
+            staging.write_fdinfo(pid, &d.fdinfo)?;
+        }
+        if let Some(fs) = &d.fs {
+            staging.write_fs(pid, fs)?;
+        }
+    }
+    staging.write_files(&table.entries)?;
+    let pipes: Vec<PipeData> = table
+        .pipe_data
+        .iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(ino, d)| PipeData {
+            entry: pb::PipeDataEntry {
+                pipe_id: *ino as u32,
+                bytes: d.len() as u32,
+                size: None,
+            },
+            data: d.clone(),
+        })
+        .collect();
+    staging.write_pipes_data(&pipes)?;
+    for (id, bytes) in &table.ghosts {
+        let path = staging.file(&format!("ghost-{id}.data"));
+        std::fs::write(&path, bytes).map_err(|source| DumpError::Write { path, source })?;
+    }
+    staging.write_pstree(&dumps.iter().map(|d| d.pstree.clone()).collect::<Vec<_>>())?;
+    staging.write_inventory(&pb::InventoryEntry {
+        img_version: stasis_image::flags::IMG_VERSION,
+        fdinfo_per_id: Some(true),
+        ns_per_id: Some(true),
+        stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
+        ..Default::default()
+    })?;
+    stats.frozen_time = frozen_at.elapsed();
+    stats.processes = dumps.len();
+    staging.write_dump_stats(&pb::StatsEntry {
+        dump: Some(pb::DumpStatsEntry {
+            freezing_time: stats.freezing_time.as_micros() as u32,
+            frozen_time: stats.frozen_time.as_micros() as u32,
+            memdump_time: stats.memdump_time.as_micros() as u32,
+            memwrite_time: stats.memdump_time.as_micros() as u32,
+            pages_scanned: stats.pages_scanned,
+            pages_skipped_parent: 0,
+            pages_written: stats.pages_written,
+            ..Default::default()
+        }),
+        restore: None,
+    })?;
+    fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
+    if proc_ctl::interrupted() {
+        return Err(DumpError::Interrupted);
+    }
+    staging.commit()?;
+    if opts.leave_running {
+        frozen.release();
+    } else {
+        frozen.kill_all();
+    }
+    stats.total_time = t0.elapsed();
+    Ok(stats)
+}
+
+fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
+    let pid = p.pid;
+    let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: task_state::ZOMBIE,
+            exit_code: st.exit_code as u32,
+            comm: st.comm.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(ProcessDump {
+        pstree: pb::PstreeEntry {
+            pid: pid as u32,
+            ppid: if pid == root { 0 } else { st.ppid as u32 },
+            pgid: st.pgrp as u32,
+            sid: st.session as u32,
+            threads: vec![pid as u32],
+        },
+        cores: vec![(pid, core)],
+        mm: None,
+        pagemap: Vec::new(),
+        fdinfo: Vec::new(),
+        fs: None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dump_process(
+    p: &FrozenProcess,
+    root: Pid,
+    _idx: u32,
+    fds: &[files::FdSeen],
+    internal: &std::collections::HashSet<u64>,
+    table: &mut files::FileTable,
+    staging: &ImageDirWriter,
+    stats: &mut DumpStats,
+) -> Result<ProcessDump, DumpError> {
+    let pid = p.pid;
+    let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let status = proc::read_status(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    if status.seccomp != 0 {
+        return Err(DumpError::Unsupported {
+            pid,
+            what: "a seccomp filter".into(),
+        });
+    }
+    let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
+    let scratch = session.scratch;
+    let read = |off: u64, len: usize| session.read(off - scratch, len);
+
+    // Process-wide state through the main thread.
+    let mut main = session.thread(pid).map_err(dump_io(pid, "inject"))?;
+    let sigactions = signal::dump_sigactions(
+        pid,
+        &mut main,
+        scratch,
+        &read,
+        status.sig_cgt | status.sig_ign,
+    )?;
+    let timers = task::dump_timers(pid, &mut main, scratch, &read)?;
+    let brk = main
+        .call(libc::SYS_brk, [0; 6])
+        .map_err(dump_io(pid, "brk"))?;
+    let main_blk = main.saved_mask();
+    let (main_info, main_core) = thread::dump_thread(pid, pid, &mut main, scratch, &read)?;
+    main.done().map_err(dump_io(pid, "restore registers"))?;
+    let shared_pending = stasis_sys::ptrace::peek_siginfo(pid, true)
+        .map_err(dump_io(pid, "read pending signals"))?;
+
+    let mut cores = Vec::new();
+    for &tid in p.threads.iter().filter(|&&t| t != pid) {
+        let mut call = session.thread(tid).map_err(dump_io(tid, "inject"))?;
+        let (info, core) = thread::dump_thread(pid, tid, &mut call, scratch, &read)?;
+        call.done().map_err(dump_io(tid, "restore registers"))?;
+        cores.push((
+            tid,
+            pb::CoreEntry {
+                mtype: pb::core_entry::March::X8664 as i32,
+                thread_info: Some(info),
+                thread_core: Some(core),
+                ..Default::default()
+            },
+        ));
+    }
+
+    // Memory.
+    let mem_t = Instant::now();
+    let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), table)?;
+    let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
+    let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
+    let pages_path = staging.file(&stasis_image::magic::file_name::pages(pid as u32));
+    let file = std::fs::File::create(&pages_path).map_err(|source| DumpError::Write {
+        path: pages_path.clone(),
+        source,
+    })?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = mm::dump_pages(pid, &runs, &mut out)?;
+    std::io::Write::flush(&mut out).map_err(|source| DumpError::Write {
+        path: pages_path,
+        source,
+    })?;
+    stats.memdump_time += mem_t.elapsed();
+    stats.pages_scanned += scanned;
+    stats.pages_written += written / mm::PAGE;
+    session
+        .close()
+        .map_err(dump_io(pid, "remove scratch memory"))?;
+
+    let pagemap = runs
+        .iter()
+        .map(|r| pb::PagemapEntry {
+            vaddr: r.vaddr,
+            compat_nr_pages: r.nr_pages.min(u32::MAX as u64) as u32,
+            in_parent: None,
+            flags: Some(pe::PRESENT),
+            nr_pages: Some(r.nr_pages),
+        })
+        .collect();
+
+    let fdinfo = files::dump_fds(pid, fds, internal, table)?;
+    let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let rootdir = proc::task::read_root(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let dir_flags = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
+    let fs = pb::FsEntry {
+        cwd_id: table.path_ref(&cwd, dir_flags),
+        root_id: table.path_ref(&rootdir, dir_flags),
+        umask: status.umask,
+    };
+    let personality =
+        proc::task::read_personality(pid).map_err(|source| DumpError::Proc { pid, source })?;
+
+    let tc = pb::TaskCoreEntry {
+        task_state: task_state::ALIVE,
+        exit_code: 0,
+        personality,
+        flags: st.flags,
+        blk_sigset: main_blk,
+        comm: st.comm.clone(),
+        timers: Some(timers),
+        rlimits: Some(task::dump_rlimits(pid)?),
+        signals_s: Some(pb::SignalQueueEntry {
+            signals: shared_pending
+                .iter()
+                .map(|s| pb::SiginfoEntry {
+                    siginfo: s.to_vec(),
+                })
+                .collect(),
+        }),
+        sigactions,
+        ..Default::default()
+    };
+    cores.insert(
+        0,
+        (
+            pid,
+            pb::CoreEntry {
+                mtype: pb::core_entry::March::X8664 as i32,
+                thread_info: Some(main_info),
+                tc: Some(tc),
+                thread_core: Some(main_core),
+                ..Default::default()
+            },
+        ),
+    );
+    stats.threads += p.threads.len();
+    let _: &BTreeMap<u8, u8> = &BTreeMap::new();
+    Ok(ProcessDump {
+        pstree: pb::PstreeEntry {
+            pid: pid as u32,
+            ppid: if pid == root { 0 } else { st.ppid as u32 },
+            pgid: st.pgrp as u32,
+            sid: st.session as u32,
+            threads: p.threads.iter().map(|&t| t as u32).collect(),
+        },
+        cores,
+        mm: Some(mm_entry),
+        pagemap,
+        fdinfo,
+        fs: Some(fs),
+    })
+}

@@ -1,0 +1,87 @@
+//! Errors of the engine, one enum per operation. Every variant names the
+//! process, thread, fd or file it is about, so the CLI can print one line
+//! that tells the user what went wrong and where.
+
+use stasis_image::ImageError;
+use stasis_sys::Pid;
+use std::io;
+use std::path::PathBuf;
+
+use crate::proc::ProcError;
+
+/// Why a dump failed. The tree is left running (thawed, detached) and no
+/// image directory that looks complete is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("no process with PID {pid}")]
+    NoSuchProcess { pid: Pid },
+    #[error("process {pid} is a zombie: there is nothing left to checkpoint")]
+    Zombie { pid: Pid },
+    #[error("process {pid} is a kernel thread and cannot be checkpointed")]
+    KernelThread { pid: Pid },
+    #[error("process {pid} is stasis itself or one of its ancestors; refusing to checkpoint it")]
+    SelfDump { pid: Pid },
+    #[error("the tree of {pid} kept changing while freezing it")]
+    Unstable { pid: Pid },
+    #[error("cannot {what} task {pid}: {source}")]
+    Ptrace {
+        pid: Pid,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("reading /proc of process {pid}: {source}")]
+    Proc { pid: Pid, source: ProcError },
+    #[error("process {pid}: {what}: {source}")]
+    Task {
+        pid: Pid,
+        what: String,
+        source: io::Error,
+    },
+    #[error("process {pid}, fd {fd}: {kind} is not supported yet")]
+    UnsupportedFd { pid: Pid, fd: i32, kind: String },
+    #[error("process {pid}: {what} is not supported yet")]
+    Unsupported { pid: Pid, what: String },
+    #[error("writing images: {0}")]
+    Image(#[from] ImageError),
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("interrupted: the tree was left running and no images were kept")]
+    Interrupted,
+}
+
+/// Why a restore failed. Every process created so far is killed and the
+/// images are left intact for another try.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Image(#[from] ImageError),
+    #[error("images in {dir}: {what}")]
+    Invalid { dir: PathBuf, what: String },
+    #[error("PID {pid} is already in use; cannot restore the process that had it")]
+    PidInUse { pid: Pid },
+    #[error("restoring process {pid}: {what}: {source}")]
+    Task {
+        pid: Pid,
+        what: String,
+        source: io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("interrupted: everything restored so far was removed")]
+    Interrupted,
+}
+
+/// Shorthand for building `DumpError::Task`.
+pub(crate) fn dump_io(pid: Pid, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
+    let what = what.into();
+    move |source| DumpError::Task { pid, what, source }
+}
+
+/// Shorthand for building `RestoreError::Task`.
+pub(crate) fn restore_io(
+    pid: Pid,
+    what: impl Into<String>,
+) -> impl FnOnce(io::Error) -> RestoreError {
+    let what = what.into();
+    move |source| RestoreError::Task { pid, what, source }
+}

@@ -1,0 +1,231 @@
+//! Freezing a process tree with ptrace alone (no cgroup): `PTRACE_SEIZE` +
+//! `PTRACE_INTERRUPT` every thread of every process, re-listing children and
+//! threads until a full pass finds nothing new (a task may fork or clone
+//! until the moment it is stopped).
+//!
+//! [`Frozen`] holds the stopped tasks and detaches them on drop, so every
+//! error path of a dump leaves the tree running as it was. Kill-after-dump
+//! goes through [`Frozen::kill_all`].
+
+use crate::error::DumpError;
+use stasis_sys::ptrace::{self, Stop};
+use stasis_sys::{proc_ctl, Pid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// One frozen process: its pid and its threads (main thread first).
+#[derive(Clone, Debug)]
+pub struct FrozenProcess {
+    pub pid: Pid,
+    pub threads: Vec<Pid>,
+}
+
+/// The stopped tree; detaches every task on drop.
+pub struct Frozen {
+    /// Processes in parent-before-child order.
+    pub processes: Vec<FrozenProcess>,
+    seized: Vec<Pid>,
+    /// Tasks that reported a signal-delivery stop while we froze them: the
+    /// signal is handed back to them on detach so nothing is lost.
+    pending_signal: BTreeMap<Pid, i32>,
+    /// How long the freeze took.
+    pub freezing_time: Duration,
+    released: bool,
+}
+
+fn list_threads(pid: Pid) -> Vec<Pid> {
+    let mut tids: Vec<Pid> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    // Main thread first.
+    if let Some(i) = tids.iter().position(|&t| t == pid) {
+        tids.remove(i);
+        tids.insert(0, pid);
+    }
+    tids
+}
+
+fn list_children(pid: Pid, threads: &[Pid]) -> Vec<Pid> {
+    let mut out = BTreeSet::new();
+    for tid in threads {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
+            out.extend(s.split_whitespace().filter_map(|w| w.parse::<Pid>().ok()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn is_zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+impl Frozen {
+    /// Seizes and stops every thread of the tree rooted at `root`.
+    pub fn freeze_tree(root: Pid) -> Result<Frozen, DumpError> {
+        let start = Instant::now();
+        let mut frozen = Frozen {
+            processes: Vec::new(),
+            seized: Vec::new(),
+            pending_signal: BTreeMap::new(),
+            freezing_time: Duration::ZERO,
+            released: false,
+        };
+        let mut seized: BTreeSet<Pid> = BTreeSet::new();
+        for _pass in 0..100 {
+            let mut changed = false;
+            let mut order: Vec<FrozenProcess> = Vec::new();
+            let mut queue = vec![root];
+            while let Some(pid) = queue.pop() {
+                if pid != root && is_zombie(pid) {
+                    // A zombie child has no threads to stop; the dump
+                    // records it from /proc.
+                    order.push(FrozenProcess {
+                        pid,
+                        threads: Vec::new(),
+                    });
+                    continue;
+                }
+                let threads = list_threads(pid);
+                for &tid in &threads {
+                    if seized.contains(&tid) {
+                        continue;
+                    }
+                    changed = true;
+                    match frozen.seize_one(tid) {
+                        Ok(true) => {
+                            seized.insert(tid);
+                        }
+                        Ok(false) => {} // exited meanwhile
+                        Err(e) => return Err(e),
+                    }
+                }
+                let threads: Vec<Pid> =
+                    threads.into_iter().filter(|t| seized.contains(t)).collect();
+                let children = list_children(pid, &threads);
+                order.push(FrozenProcess { pid, threads });
+                // Reverse so the first child is visited first (stable order).
+                queue.extend(children.into_iter().rev());
+            }
+            if !changed {
+                // Everything listed was already stopped: the tree is stable.
+                order.retain(|p| p.pid == root || !p.threads.is_empty() || is_zombie(p.pid));
+                frozen.processes = order;
+                frozen.freezing_time = start.elapsed();
+                return Ok(frozen);
+            }
+            if proc_ctl::interrupted() {
+                return Err(DumpError::Interrupted);
+            }
+        }
+        Err(DumpError::Unstable { pid: root })
+    }
+
+    /// Seizes and interrupts one thread; waits for its stop. `Ok(false)` if
+    /// it vanished.
+    fn seize_one(&mut self, tid: Pid) -> Result<bool, DumpError> {
+        let opts = ptrace::O_TRACESYSGOOD | ptrace::O_SUSPEND_SECCOMP;
+        match ptrace::seize(tid, opts) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) => {
+                return Err(DumpError::Ptrace {
+                    pid: tid,
+                    what: "seize",
+                    source: e,
+                })
+            }
+        }
+        self.seized.push(tid);
+        ptrace::interrupt(tid).map_err(|e| DumpError::Ptrace {
+            pid: tid,
+            what: "interrupt",
+            source: e,
+        })?;
+        loop {
+            match ptrace::wait(tid) {
+                Ok(Stop::Event(ptrace::EVENT_STOP, _)) => return Ok(true),
+                Ok(Stop::Signal(sig)) => {
+                    // A signal was being delivered: keep it for later and
+                    // let the pending interrupt stop the task.
+                    self.pending_signal.insert(tid, sig);
+                    ptrace::cont(tid, 0).map_err(|e| DumpError::Ptrace {
+                        pid: tid,
+                        what: "resume to stop",
+                        source: e,
+                    })?;
+                }
+                Ok(Stop::Exited(_)) | Ok(Stop::Signaled(_)) => {
+                    self.seized.retain(|&t| t != tid);
+                    return Ok(false);
+                }
+                Ok(other) => {
+                    return Err(DumpError::Ptrace {
+                        pid: tid,
+                        what: "stop",
+                        source: std::io::Error::other(format!("unexpected stop {other:?}")),
+                    })
+                }
+                Err(e) => {
+                    return Err(DumpError::Ptrace {
+                        pid: tid,
+                        what: "wait",
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Every stopped thread.
+    pub fn tasks(&self) -> &[Pid] {
+        &self.seized
+    }
+
+    /// Signals caught in delivery while freezing (re-delivered on detach).
+    pub fn pending_signal(&self, tid: Pid) -> Option<i32> {
+        self.pending_signal.get(&tid).copied()
+    }
+
+    /// Detaches everything, letting the tree run on.
+    pub fn release(mut self) {
+        self.detach_all();
+    }
+
+    /// Kills the whole tree (after a successful dump without
+    /// `--leave-running`). SIGKILL is queued while the tasks are still
+    /// stopped, so none runs another instruction.
+    pub fn kill_all(mut self) {
+        for p in &self.processes {
+            let _ = proc_ctl::kill(p.pid, libc::SIGKILL);
+        }
+        self.seized.clear();
+        self.released = true;
+    }
+
+    fn detach_all(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        for &tid in &self.seized {
+            let sig = self.pending_signal.get(&tid).copied().unwrap_or(0);
+            let _ = ptrace::detach(tid, sig);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}

@@ -1,0 +1,531 @@
+//! Open files: regular files and devices by path (offset, flags), pipes
+//! inside the tree (with their buffered bytes), and fds 0-2 that lead
+//! outside the tree (a terminal, or a pipe to the shell that started the
+//! program), which are handed the restorer's own fds 0-2 on restore — as
+//! CRIU does for a "shell job".
+//!
+//! Dump: `/proc/PID/fd` + `/proc/PID/fdinfo` say what each fd is; a pipe's
+//! buffered bytes are read without consuming them by copying the fd into the
+//! dumper (`pidfd_getfd`) and `tee`ing it into a pipe of ours.
+//! Restore: files are opened inside the task by injected `openat` and moved
+//! to their number with `dup3`; pipes are created by the restorer, filled,
+//! and opened by each task through `/proc/<restorer>/fd/N`, which yields the
+//! same pipe (a pipe behaves like a FIFO when opened by path).
+//!
+//! Files of mapped-but-deleted files are kept as "ghosts": their bytes go to
+//! `ghost-ID.data` in the image dir (a Stasis addition; CRIU keeps them in
+//! `ghost-file-ID.img`), and restore re-creates a temporary file, opens it
+//! wherever needed, then unlinks it.
+
+use crate::error::{dump_io, restore_io, DumpError, RestoreError};
+use crate::proc::{self, fdinfo::FdTarget};
+use crate::restore::stub::Task;
+use stasis_image::pb;
+use stasis_sys::{fd as sysfd, Pid};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// fd_types values (CRIU's enum) we write.
+pub use pb::FdTypes;
+
+/// Collects `files.img` entries while dumping.
+#[derive(Default)]
+pub struct FileTable {
+    next_id: u32,
+    pub entries: Vec<pb::FileEntry>,
+    by_path: HashMap<(String, u32), u32>,
+    /// Ghost contents to write: file id -> bytes.
+    pub ghosts: BTreeMap<u32, Vec<u8>>,
+    /// Pipe inode -> buffered bytes (dumped once per pipe).
+    pub pipe_data: BTreeMap<u64, Vec<u8>>,
+}
+
+fn fown() -> pb::FownEntry {
+    pb::FownEntry {
+        uid: 0,
+        euid: 0,
+        signum: 0,
+        pid_type: 0,
+        pid: 0,
+    }
+}
+
+impl FileTable {
+    fn new_id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn push_reg(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>) -> u32 {
+        let id = self.new_id();
+        self.entries.push(pb::FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id,
+            reg: Some(pb::RegFileEntry {
+                id,
+                flags,
+                pos,
+                fown: fown(),
+                name: name.to_string(),
+                mnt_id: None,
+                size,
+                ext: None,
+                mode: None,
+                build_id: Vec::new(),
+                checksum: None,
+                checksum_config: None,
+                checksum_parameter: None,
+            }),
+            ..Default::default()
+        });
+        id
+    }
+
+    /// A path used by reference (cwd, root, exe, a mapping): one entry per
+    /// distinct path and flags.
+    pub fn path_ref(&mut self, path: &str, flags: u32) -> u32 {
+        if let Some(&id) = self.by_path.get(&(path.to_string(), flags)) {
+            return id;
+        }
+        let id = self.push_reg(path, flags, 0, None);
+        self.by_path.insert((path.to_string(), flags), id);
+        id
+    }
+
+    /// The file behind a mapping; a deleted file's bytes are kept as a ghost
+    /// (read through `/proc/PID/map_files`, which still reaches it).
+    pub fn mapped_file(
+        &mut self,
+        pid: Pid,
+        start: u64,
+        end: u64,
+        path: &str,
+        deleted: bool,
+        flags: u32,
+    ) -> std::io::Result<u32> {
+        if !deleted {
+            return Ok(self.path_ref(path, flags));
+        }
+        let key = (format!("{path} (deleted)"), flags);
+        if let Some(&id) = self.by_path.get(&key) {
+            return Ok(id);
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))?
+            .read_to_end(&mut bytes)?;
+        let id = self.push_reg(path, flags, 0, Some(bytes.len() as u64));
+        self.ghosts.insert(id, bytes);
+        self.by_path.insert(key, id);
+        Ok(id)
+    }
+
+    /// Paths of every regular-file entry, by id (restore side).
+    pub fn paths(entries: &[pb::FileEntry]) -> HashMap<u32, String> {
+        entries
+            .iter()
+            .filter_map(|e| e.reg.as_ref().map(|r| (e.id, r.name.clone())))
+            .collect()
+    }
+}
+
+/// One fd of a process as seen at dump time, before pipe ends are matched.
+pub struct FdSeen {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub flags: u32,
+    pub pos: u64,
+    pub target: FdTarget,
+}
+
+fn is_tty(path: &str) -> bool {
+    path.starts_with("/dev/pts/")
+        || path.starts_with("/dev/tty")
+        || path == "/dev/console"
+        || path == "/dev/ptmx"
+}
+
+/// Lists the fds of `pid`, refusing kinds we cannot restore yet.
+pub fn scan_fds(pid: Pid) -> Result<Vec<FdSeen>, DumpError> {
+    let fds = proc::fdinfo::list_fds(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let info = proc::fdinfo::read_fdinfo(pid, f.fd)
+            .map_err(|source| DumpError::Proc { pid, source })?;
+        match &f.target {
+            FdTarget::Path { path, deleted } => {
+                if *deleted {
+                    return Err(DumpError::UnsupportedFd {
+                        pid,
+                        fd: f.fd,
+                        kind: format!("deleted file {path}"),
+                    });
+                }
+                if is_tty(path) && f.fd > 2 {
+                    return Err(DumpError::UnsupportedFd {
+                        pid,
+                        fd: f.fd,
+                        kind: format!("terminal {path}"),
+                    });
+                }
+            }
+            FdTarget::Pipe(_) => {}
+            FdTarget::Socket(_) => {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd: f.fd,
+                    kind: format!("socket ({})", f.link),
+                })
+            }
+            FdTarget::AnonInode(name) => {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd: f.fd,
+                    kind: format!("anon inode [{name}]"),
+                })
+            }
+            FdTarget::Other(link) => {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd: f.fd,
+                    kind: format!("file {link}"),
+                })
+            }
+        }
+        out.push(FdSeen {
+            fd: f.fd,
+            cloexec: info.cloexec(),
+            flags: info.file_flags(),
+            pos: info.pos,
+            target: f.target,
+        });
+    }
+    Ok(out)
+}
+
+/// Which pipes have both ends inside the tree (the rest, on fds 0-2, are the
+/// caller's and get inherited on restore).
+pub fn internal_pipes(all: &[(Pid, Vec<FdSeen>)]) -> std::collections::HashSet<u64> {
+    let mut ends: HashMap<u64, (bool, bool)> = HashMap::new();
+    for (_, fds) in all {
+        for f in fds {
+            if let FdTarget::Pipe(ino) = f.target {
+                let e = ends.entry(ino).or_default();
+                if f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+                    e.1 = true;
+                } else {
+                    e.0 = true;
+                }
+            }
+        }
+    }
+    ends.into_iter()
+        .filter(|(_, (r, w))| *r && *w)
+        .map(|(ino, _)| ino)
+        .collect()
+}
+
+/// Reads a pipe's buffered bytes without consuming them.
+fn peek_pipe(pid: Pid, fd: i32) -> Result<Vec<u8>, DumpError> {
+    let pidfd = sysfd::pidfd_open(pid).map_err(dump_io(pid, "pidfd_open"))?;
+    let theirs =
+        sysfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(dump_io(pid, format!("copy fd {fd}")))?;
+    let queued = sysfd::bytes_readable(theirs.as_fd())
+        .map_err(dump_io(pid, format!("FIONREAD on fd {fd}")))?;
+    if queued == 0 {
+        return Ok(Vec::new());
+    }
+    let (r, w) = sysfd::pipe(libc::O_CLOEXEC | libc::O_NONBLOCK).map_err(dump_io(pid, "pipe"))?;
+    let cap = sysfd::pipe_size(theirs.as_fd()).unwrap_or(queued);
+    let _ = sysfd::set_pipe_size(w.as_fd(), cap.max(queued));
+    let n = sysfd::tee(theirs.as_fd(), w.as_fd(), queued, true)
+        .map_err(dump_io(pid, format!("tee fd {fd}")))?;
+    drop(w);
+    let mut buf = Vec::with_capacity(n);
+    std::fs::File::from(r)
+        .read_to_end(&mut buf)
+        .map_err(dump_io(pid, "read pipe copy"))?;
+    Ok(buf)
+}
+
+/// Turns one process's fds into `fdinfo` entries, adding files to `table`.
+pub fn dump_fds(
+    pid: Pid,
+    fds: &[FdSeen],
+    internal: &std::collections::HashSet<u64>,
+    table: &mut FileTable,
+) -> Result<Vec<pb::FdinfoEntry>, DumpError> {
+    let mut out = Vec::with_capacity(fds.len());
+    for f in fds {
+        let (ty, id) = match &f.target {
+            FdTarget::Path { path, .. } if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, table.ext()),
+            FdTarget::Path { path, .. } => {
+                (FdTypes::Reg, table.push_reg(path, f.flags, f.pos, None))
+            }
+            FdTarget::Pipe(ino) if internal.contains(ino) || f.fd > 2 => {
+                if !internal.contains(ino) {
+                    log::warn!(
+                        "process {pid}, fd {}: pipe:[{ino}] leads outside the tree; it is restored with its \
+                         buffered data but without its other end",
+                        f.fd
+                    );
+                }
+                if !table.pipe_data.contains_key(ino) {
+                    let data = peek_pipe(pid, f.fd)?;
+                    table.pipe_data.insert(*ino, data);
+                }
+                (FdTypes::Pipe, table.pipe(*ino, f.flags))
+            }
+            FdTarget::Pipe(_) if f.fd <= 2 => (FdTypes::Ext, table.ext()),
+            other => {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd: f.fd,
+                    kind: format!("{other:?}"),
+                })
+            }
+        };
+        out.push(pb::FdinfoEntry {
+            id,
+            flags: if f.cloexec {
+                libc::FD_CLOEXEC as u32
+            } else {
+                0
+            },
+            r#type: ty as i32,
+            fd: f.fd as u32,
+            xattr_security_selinux: None,
+        });
+    }
+    Ok(out)
+}
+
+impl FileTable {
+    fn ext(&mut self) -> u32 {
+        let id = self.new_id();
+        self.entries.push(pb::FileEntry {
+            r#type: FdTypes::Ext as i32,
+            id,
+            ..Default::default()
+        });
+        id
+    }
+
+    fn pipe(&mut self, ino: u64, flags: u32) -> u32 {
+        let id = self.new_id();
+        self.entries.push(pb::FileEntry {
+            r#type: FdTypes::Pipe as i32,
+            id,
+            pipe: Some(pb::PipeEntry {
+                id,
+                pipe_id: ino as u32,
+                flags,
+                fown: fown(),
+            }),
+            ..Default::default()
+        });
+        id
+    }
+}
+
+// ---------------------------------------------------------------- restore
+
+/// Restorer-side resources the tasks' fds are opened from.
+pub struct FileSources {
+    /// Pipe id -> (read end, write end), held until every task has opened
+    /// its ends.
+    pipes: HashMap<u32, (OwnedFd, OwnedFd)>,
+    /// Ghost file id -> path of the temporary file re-created for it.
+    pub ghost_paths: HashMap<u32, PathBuf>,
+    me: u32,
+}
+
+impl FileSources {
+    /// Creates pipes (filled with their dumped bytes) and ghost files.
+    pub fn prepare(
+        dir: &Path,
+        entries: &[pb::FileEntry],
+        pipe_data: &HashMap<u32, Vec<u8>>,
+    ) -> Result<FileSources, RestoreError> {
+        let me = std::process::id();
+        let mut pipes = HashMap::new();
+        for e in entries {
+            let Some(p) = &e.pipe else { continue };
+            if pipes.contains_key(&p.pipe_id) {
+                continue;
+            }
+            let (r, w) = sysfd::pipe(libc::O_CLOEXEC).map_err(restore_io(0, "create pipe"))?;
+            if let Some(data) = pipe_data.get(&p.pipe_id) {
+                if data.len() > 65536 {
+                    sysfd::set_pipe_size(w.as_fd(), data.len()).map_err(restore_io(
+                        0,
+                        format!(
+                            "grow pipe {} to {} bytes (limit here: 1 MiB)",
+                            p.pipe_id,
+                            data.len()
+                        ),
+                    ))?;
+                }
+                let mut f = std::fs::File::from(w.try_clone().map_err(restore_io(0, "dup pipe"))?);
+                std::io::Write::write_all(&mut f, data).map_err(restore_io(0, "fill pipe"))?;
+            }
+            pipes.insert(p.pipe_id, (r, w));
+        }
+        let mut ghost_paths = HashMap::new();
+        for e in entries {
+            let Some(r) = &e.reg else { continue };
+            let data_path = dir.join(format!("ghost-{}.data", e.id));
+            if !data_path.exists() {
+                continue;
+            }
+            let orig = Path::new(&r.name);
+            let parent = orig
+                .parent()
+                .filter(|p| p.is_dir())
+                .unwrap_or(Path::new("/tmp"));
+            let tmp = parent.join(format!(".stasis-ghost-{}-{}", e.id, me));
+            std::fs::copy(&data_path, &tmp).map_err(|source| RestoreError::Read {
+                path: data_path.clone(),
+                source,
+            })?;
+            ghost_paths.insert(e.id, tmp);
+        }
+        Ok(FileSources {
+            pipes,
+            ghost_paths,
+            me,
+        })
+    }
+
+    /// Where a task opens a file entry from.
+    fn open_path(&self, e: &pb::FileEntry, flags: u32) -> Option<String> {
+        if let Some(g) = self.ghost_paths.get(&e.id) {
+            return Some(g.to_string_lossy().into_owned());
+        }
+        if let Some(r) = &e.reg {
+            return Some(r.name.clone());
+        }
+        let p = e.pipe.as_ref()?;
+        let (r, w) = self.pipes.get(&p.pipe_id)?;
+        let end = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+            w
+        } else {
+            r
+        };
+        Some(format!("/proc/{}/fd/{}", self.me, end.as_raw_fd()))
+    }
+
+    /// Path to open for a mapping's file id (ghost-aware).
+    pub fn mapping_paths(&self, entries: &[pb::FileEntry]) -> HashMap<u32, String> {
+        let mut m = FileTable::paths(entries);
+        for (id, p) in &self.ghost_paths {
+            m.insert(*id, p.to_string_lossy().into_owned());
+        }
+        m
+    }
+
+    /// Removes the temporary ghost files.
+    pub fn cleanup(&mut self) {
+        for p in self.ghost_paths.values() {
+            let _ = std::fs::remove_file(p);
+        }
+        self.ghost_paths.clear();
+        self.pipes.clear();
+    }
+}
+
+impl Drop for FileSources {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Opens every fd of one process inside its (stopped) main thread.
+pub fn restore_fds(
+    task: &mut Task,
+    fdinfo: &[pb::FdinfoEntry],
+    files: &HashMap<u32, &pb::FileEntry>,
+    src: &FileSources,
+) -> Result<(), RestoreError> {
+    let pid = task.pid;
+    let keep: Vec<u32> = fdinfo.iter().map(|f| f.fd).collect();
+    // The stub holds the restorer's fds 0-2; drop those the process had not.
+    for fd in 0..3u32 {
+        if !keep.contains(&fd) {
+            let _ = task.call(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
+        }
+    }
+    for fi in fdinfo {
+        let e = files.get(&fi.id).ok_or_else(|| RestoreError::Task {
+            pid,
+            what: format!(
+                "fd {} refers to file id {}, which files.img lacks",
+                fi.fd, fi.id
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        if fi.r#type == FdTypes::Ext as i32 {
+            continue; // inherited from the restorer
+        }
+        let (flags, pos) = match (&e.reg, &e.pipe) {
+            (Some(r), _) => (r.flags, r.pos),
+            (None, Some(p)) => (p.flags, 0),
+            _ => {
+                return Err(RestoreError::Task {
+                    pid,
+                    what: format!("fd {}: file kind {} is not supported", fi.fd, e.r#type),
+                    source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+                })
+            }
+        };
+        let path = src.open_path(e, flags).ok_or_else(|| RestoreError::Task {
+            pid,
+            what: format!("fd {}: nothing to open", fi.fd),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        let open_flags =
+            flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32);
+        let p = task
+            .put_str(0, &path)
+            .map_err(restore_io(pid, "write path"))?;
+        let tmp = task
+            .call(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    p,
+                    (open_flags | libc::O_NOCTTY as u32) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+            .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
+        let cloexec = if fi.flags & libc::FD_CLOEXEC as u32 != 0 {
+            libc::O_CLOEXEC as u64
+        } else {
+            0
+        };
+        if tmp != fi.fd as u64 {
+            task.call(libc::SYS_dup3, [tmp, fi.fd as u64, cloexec, 0, 0, 0])
+                .map_err(restore_io(pid, format!("dup3 to fd {}", fi.fd)))?;
+            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0])
+                .map_err(restore_io(pid, "close"))?;
+        } else if cloexec != 0 {
+            task.call(
+                libc::SYS_fcntl,
+                [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0],
+            )
+            .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
+        }
+        if e.reg.is_some() && pos != 0 {
+            task.call(
+                libc::SYS_lseek,
+                [fi.fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0],
+            )
+            .map_err(restore_io(pid, format!("fd {}: seek to {pos}", fi.fd)))?;
+        }
+    }
+    Ok(())
+}

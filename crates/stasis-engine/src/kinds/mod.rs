@@ -1,0 +1,9 @@
+//! One module per resource kind, each with its dump and restore side by
+//! side (as CRIU keeps one file per kind and Firecracker a `persist.rs`
+//! beside each device).
+
+pub mod files;
+pub mod mm;
+pub mod signal;
+pub mod task;
+pub mod thread;

@@ -1,0 +1,398 @@
+//! Restore orchestration.
+//!
+//! 1. Read and check every image ([`load`]) and that every PID and TID is
+//!    free; refuse before touching anything.
+//! 2. Create the tree as stopped stubs with the exact PIDs, parents first,
+//!    sessions and process groups in dependency order ([`stub`]).
+//! 3. Per process: rebuild the address space, fds, cwd/root/umask, signal
+//!    actions, limits, mm fields; create the threads; timers, pending
+//!    signals, per-thread state, credentials.
+//! 4. Give every thread its registers; the main thread's last injected call
+//!    unmaps the scratch area and stops at syscall exit, where its final
+//!    registers are set. Then release every task at once.
+//!
+//! A [`Transaction`] kills and reaps everything created so far if any step
+//! fails or the restorer is interrupted; `PTRACE_O_EXITKILL` covers the
+//! restorer itself dying.
+
+pub mod load;
+pub mod stub;
+
+use crate::error::{restore_io, RestoreError};
+use crate::fault;
+use crate::kinds::{files, mm, signal, task, thread};
+use load::{ProcessImage, TreeImage};
+use stasis_sys::{proc_ctl, ptrace, Pid};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use stub::{Task, SCRATCH_LEN};
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOpts {}
+
+/// The running, restored tree.
+#[derive(Debug)]
+pub struct Restored {
+    pub root_pid: Pid,
+    pub processes: usize,
+    pub restore_time: Duration,
+}
+
+/// Kills every task created so far unless committed.
+struct Transaction {
+    pids: Vec<Pid>,
+    committed: bool,
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for &pid in self.pids.iter().rev() {
+            let _ = proc_ctl::kill(pid, libc::SIGKILL);
+        }
+        proc_ctl::reap_all();
+    }
+}
+
+fn interrupted() -> Result<(), RestoreError> {
+    if proc_ctl::interrupted() {
+        Err(RestoreError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// An address range free in every process of the image and in ours, for the
+/// scratch area each stub carries.
+fn pick_scratch(tree: &TreeImage) -> Result<u64, RestoreError> {
+    let mut used: Vec<(u64, u64)> = Vec::new();
+    for p in &tree.processes {
+        if let Some(mm) = &p.mm {
+            used.extend(mm.vmas.iter().map(|v| (v.start, v.end)));
+        }
+    }
+    if let Ok(mine) = crate::proc::read_maps(std::process::id() as i32) {
+        used.extend(mine.iter().map(|m| (m.start, m.end)));
+    }
+    used.sort_unstable();
+    let mut cand: u64 = 0x1_0000_0000;
+    for (s, e) in used {
+        // Keep a guard page either side (stack guard gaps, growsdown).
+        if s >= cand + SCRATCH_LEN + 0x10_0000 {
+            break;
+        }
+        if e + 0x10_0000 > cand {
+            cand = (e + 0x10_0000 + 0xffff) & !0xffff;
+        }
+    }
+    if cand + SCRATCH_LEN >= 0x7f00_0000_0000 {
+        return Err(RestoreError::Invalid {
+            dir: tree.dir.clone(),
+            what: "no free address range for restore".into(),
+        });
+    }
+    Ok(cand)
+}
+
+fn check_ids_free(tree: &TreeImage) -> Result<(), RestoreError> {
+    for p in &tree.processes {
+        for &tid in &p.pstree.threads {
+            if Path::new(&format!("/proc/{tid}")).exists() {
+                return Err(RestoreError::PidInUse { pid: tid as Pid });
+            }
+        }
+        if Path::new(&format!("/proc/{}", p.pstree.pid)).exists() {
+            return Err(RestoreError::PidInUse {
+                pid: p.pstree.pid as Pid,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Restores the tree in `images`; returns once it runs.
+pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreError> {
+    let t0 = Instant::now();
+    let tree = load::load(images)?;
+    check_ids_free(&tree)?;
+    let scratch = pick_scratch(&tree)?;
+    let _ = proc_ctl::set_child_subreaper(true);
+    let mut tx = Transaction {
+        pids: Vec::new(),
+        committed: false,
+    };
+    let root_img = &tree.processes[0];
+    let root_pid = root_img.pid();
+
+    // 2. The tree, as stubs.
+    let mut tasks: HashMap<Pid, Task> = HashMap::new();
+    let mut root = Task::spawn_root(root_pid, scratch).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            RestoreError::PidInUse { pid: root_pid }
+        } else {
+            restore_io(root_pid, "create the root process")(e)
+        }
+    })?;
+    tx.pids.push(root_pid);
+    if root_img.pstree.sid == root_pid as u32 {
+        root.call(libc::SYS_setsid, [0; 6])
+            .map_err(restore_io(root_pid, "setsid"))?;
+    }
+    tasks.insert(root_pid, root);
+    for p in tree.processes.iter().skip(1) {
+        interrupted()?;
+        let pid = p.pid();
+        let parent =
+            tasks
+                .get_mut(&(p.pstree.ppid as Pid))
+                .ok_or_else(|| RestoreError::Invalid {
+                    dir: tree.dir.clone(),
+                    what: format!(
+                        "the parent {} of process {pid} is not restored first",
+                        p.pstree.ppid
+                    ),
+                })?;
+        let mut child = parent.fork_child(pid).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid },
+            _ => restore_io(pid, "create process")(e),
+        })?;
+        tx.pids.push(pid);
+        if p.pstree.sid == pid as u32 {
+            child
+                .call(libc::SYS_setsid, [0; 6])
+                .map_err(restore_io(pid, "setsid"))?;
+        }
+        tasks.insert(pid, child);
+    }
+    set_process_groups(&tree, &mut tasks)?;
+    fault::check("restore-after-tree").map_err(restore_io(root_pid, "fault injection"))?;
+
+    // 3. Each process's contents.
+    let mut sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data)?;
+    let file_by_id: HashMap<u32, &stasis_image::pb::FileEntry> =
+        tree.files.iter().map(|f| (f.id, f)).collect();
+    let map_paths = sources.mapping_paths(&tree.files);
+    let inherited = proc_ctl::nondefault_signals();
+    let mut shared_anon = mm::SharedAnonRegistry::new();
+    let mut threads: HashMap<Pid, Vec<Task>> = HashMap::new();
+    for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
+        interrupted()?;
+        let pid = p.pid();
+        let t = tasks.get_mut(&pid).ok_or(RestoreError::Interrupted)?;
+        let ts = restore_process(
+            t,
+            p,
+            &file_by_id,
+            &sources,
+            &map_paths,
+            &mut shared_anon,
+            inherited,
+        )?;
+        tx.pids.extend(ts.iter().map(|t| t.tid));
+        threads.insert(pid, ts);
+    }
+    // Zombies: created by their parent, then made to exit with their code.
+    for p in tree.processes.iter().filter(|p| p.is_zombie()) {
+        let t = tasks.get_mut(&p.pid()).ok_or(RestoreError::Interrupted)?;
+        let code = p.tc().map(|tc| tc.exit_code).unwrap_or(0) as u64;
+        let _ = t.inj.syscall(libc::SYS_exit_group, [code, 0, 0, 0, 0, 0]);
+    }
+    fault::check("restore-before-release").map_err(restore_io(root_pid, "fault injection"))?;
+    interrupted()?;
+
+    // 4. Registers, then release.
+    let mut ready: Vec<Pid> = Vec::new();
+    for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
+        let pid = p.pid();
+        for (t, (_, core)) in threads
+            .remove(&pid)
+            .unwrap_or_default()
+            .into_iter()
+            .zip(p.cores.iter().skip(1))
+        {
+            let tid = t.tid;
+            finish_thread(t, core, None)?;
+            ready.push(tid);
+        }
+        let mut t = tasks.remove(&pid).ok_or(RestoreError::Interrupted)?;
+        if pid == root_pid {
+            t.call(
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+            )
+            .map_err(restore_io(pid, "clear parent-death signal"))?;
+        }
+        let scratch = t.scratch;
+        finish_thread(t, &p.cores[0].1, Some(scratch))?;
+        ready.push(pid);
+    }
+    sources.cleanup();
+    for tid in &ready {
+        let _ = ptrace::detach(*tid, 0);
+    }
+    // Zombies' tracer notifications.
+    for p in tree.processes.iter().filter(|p| p.is_zombie()) {
+        let _ = ptrace::wait(p.pid());
+    }
+    tx.committed = true;
+    Ok(Restored {
+        root_pid,
+        processes: tree.processes.len(),
+        restore_time: t0.elapsed(),
+    })
+}
+
+/// Group leaders first, then members (`setpgid` needs the group to exist).
+fn set_process_groups(
+    tree: &TreeImage,
+    tasks: &mut HashMap<Pid, Task>,
+) -> Result<(), RestoreError> {
+    let in_tree: std::collections::HashSet<u32> =
+        tree.processes.iter().map(|p| p.pstree.pid).collect();
+    for leaders_first in [true, false] {
+        for p in &tree.processes {
+            let (pid, pgid) = (p.pstree.pid, p.pstree.pgid);
+            if (pgid == pid) != leaders_first || pgid == p.pstree.sid && pgid == pid {
+                continue;
+            }
+            if !in_tree.contains(&pgid) {
+                continue;
+            }
+            let t = tasks
+                .get_mut(&(pid as Pid))
+                .ok_or(RestoreError::Interrupted)?;
+            let target = if pgid == pid { 0 } else { pgid as u64 };
+            t.call(libc::SYS_setpgid, [0, target, 0, 0, 0, 0])
+                .map_err(restore_io(pid as Pid, format!("join process group {pgid}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn restore_process(
+    t: &mut Task,
+    p: &ProcessImage,
+    file_by_id: &HashMap<u32, &stasis_image::pb::FileEntry>,
+    sources: &files::FileSources,
+    map_paths: &HashMap<u32, String>,
+    shared_anon: &mut mm::SharedAnonRegistry,
+    inherited_signals: u64,
+) -> Result<Vec<Task>, RestoreError> {
+    let pid = p.pid();
+    let mme = p.mm.as_ref().ok_or(RestoreError::Interrupted)?;
+    let tc = p.tc().ok_or_else(|| RestoreError::Invalid {
+        dir: Default::default(),
+        what: format!("core-{pid}.img has no task core"),
+    })?;
+
+    mm::clear_address_space(t, &mme.vmas)?;
+    mm::map_vmas(t, &mme.vmas, map_paths, shared_anon)?;
+    let pages = std::fs::File::open(&p.pages_path).map_err(|source| RestoreError::Read {
+        path: p.pages_path.clone(),
+        source,
+    })?;
+    let len = pages.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+    let map =
+        stasis_sys::mmap::FileMap::read_only(&pages, len).map_err(|source| RestoreError::Read {
+            path: p.pages_path.clone(),
+            source,
+        })?;
+    mm::fill_pages(pid, &p.runs, map.as_slice())?;
+    drop(map);
+    mm::finish_vmas(t, &mme.vmas)?;
+
+    files::restore_fds(t, &p.fdinfo, file_by_id, sources)?;
+    if let Some(fs) = &p.fs {
+        let path = |id: u32| {
+            file_by_id
+                .get(&id)
+                .and_then(|f| f.reg.as_ref())
+                .map(|r| r.name.clone())
+        };
+        let cwd = path(fs.cwd_id).unwrap_or_else(|| "/".into());
+        let root = path(fs.root_id).unwrap_or_else(|| "/".into());
+        task::restore_fs(t, &cwd, &root, fs.umask)?;
+    }
+    signal::restore_sigactions(t, &tc.sigactions, inherited_signals)?;
+    if let Some(r) = &tc.rlimits {
+        task::restore_rlimits(t, r)?;
+    }
+    task::restore_personality(t, tc.personality)?;
+    let exe = file_by_id
+        .get(&mme.exe_file_id)
+        .and_then(|f| f.reg.as_ref())
+        .map(|r| r.name.as_str());
+    mm::restore_mm_fields(t, mme, exe)?;
+
+    // Threads share the address space now restored.
+    let mut threads = Vec::new();
+    for (tid, _) in p.cores.iter().skip(1) {
+        threads.push(t.clone_thread(*tid).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid: *tid },
+            _ => restore_io(*tid, "create thread")(e),
+        })?);
+    }
+    if let Some(timers) = &tc.timers {
+        task::restore_timers(t, timers)?;
+    }
+    if let Some(q) = &tc.signals_s {
+        for s in &q.signals {
+            thread::queue_signal(t, &s.siginfo, true)?;
+        }
+    }
+    for (th, (_, core)) in threads.iter_mut().zip(p.cores.iter().skip(1)) {
+        restore_thread(th, core)?;
+    }
+    restore_thread(t, &p.cores[0].1)?;
+    Ok(threads)
+}
+
+fn restore_thread(t: &mut Task, core: &stasis_image::pb::CoreEntry) -> Result<(), RestoreError> {
+    let (Some(info), Some(tcore)) = (&core.thread_info, &core.thread_core) else {
+        return Ok(());
+    };
+    thread::restore_thread_state(t, tcore, info)?;
+    if let Some(c) = &tcore.creds {
+        thread::restore_creds(t, c)?;
+    }
+    Ok(())
+}
+
+/// Sets the blocked mask, FPU state and registers; with `scratch`, the last
+/// injected call unmaps the scratch area first.
+fn finish_thread(
+    mut t: Task,
+    core: &stasis_image::pb::CoreEntry,
+    scratch: Option<u64>,
+) -> Result<(), RestoreError> {
+    let tid = t.tid;
+    let info = core.thread_info.as_ref().ok_or(RestoreError::Interrupted)?;
+    let regs = thread::final_regs(info).ok_or(RestoreError::Interrupted)?;
+    let blk = core
+        .thread_core
+        .as_ref()
+        .and_then(|c| c.blk_sigset)
+        .or(core.tc.as_ref().map(|tc| tc.blk_sigset));
+    if let Some(x) = &info.xsave_raw {
+        ptrace::set_xstate(tid, x).map_err(restore_io(tid, "set FPU/AVX state"))?;
+    }
+    match scratch {
+        Some(addr) => {
+            t.inj
+                .syscall_then_set(libc::SYS_munmap, [addr, SCRATCH_LEN, 0, 0, 0, 0], regs)
+                .map_err(restore_io(tid, "unmap the scratch area"))?;
+        }
+        None => {
+            t.inj.set_saved_regs(regs);
+            t.inj.finish().map_err(restore_io(tid, "set registers"))?;
+        }
+    }
+    if let Some(m) = blk {
+        ptrace::set_sigmask(tid, m).map_err(restore_io(tid, "set blocked signals"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Restore stubs: the empty processes and threads that become the restored
+//! tree.
+//!
+//! The root stub is a `clone3(set_tid)` child of ours (see
+//! `stasis_sys::proc_ctl::spawn_stub`) holding a scratch area with a
+//! `syscall` instruction at an address that is free in every restored
+//! process's layout. Every other process is created by an injected
+//! `clone3(set_tid)` in its restored parent, so ppid, session and group
+//! inheritance are the kernel's own; threads by an injected
+//! `clone3(CLONE_THREAD, set_tid)` in their process. New tasks are
+//! auto-attached (`PTRACE_O_TRACEFORK/TRACECLONE`) and stop before running a
+//! single instruction; we then drive them with injected syscalls only.
+
+use stasis_sys::inject::{remote_result, Injector};
+use stasis_sys::proc_ctl::{self, CloneArgs};
+use stasis_sys::ptrace::{self, Stop};
+use stasis_sys::{vm, Pid};
+use std::io;
+
+/// Size of the scratch area: code at offset 0, data from [`DATA_OFF`].
+pub const SCRATCH_LEN: u64 = 64 * 1024;
+/// Where syscall arguments (paths, structs) are written.
+pub const DATA_OFF: u64 = 4096;
+/// `syscall; int3; int3`.
+const CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+
+const TRACE_OPTS: u64 =
+    ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACECLONE | ptrace::O_EXITKILL;
+
+/// One stopped task of the tree being restored.
+pub struct Task {
+    /// Thread group id.
+    pub pid: Pid,
+    /// This task's id.
+    pub tid: Pid,
+    pub inj: Injector,
+    pub scratch: u64,
+}
+
+fn wait_initial_stop(tid: Pid) -> io::Result<()> {
+    match ptrace::wait(tid)? {
+        Stop::Signal(libc::SIGSTOP) | Stop::Event(ptrace::EVENT_STOP, _) => Ok(()),
+        Stop::Exited(code) => Err(io::Error::other(format!(
+            "restore stub {tid} exited with {code} before stopping{}",
+            match code {
+                proc_ctl::STUB_EXIT_MMAP => " (scratch mapping failed)",
+                proc_ctl::STUB_EXIT_TRACEME => " (PTRACE_TRACEME failed)",
+                _ => "",
+            }
+        ))),
+        other => Err(io::Error::other(format!(
+            "restore stub {tid}: unexpected first stop {other:?}"
+        ))),
+    }
+}
+
+impl Task {
+    /// Creates the root process with pid `pid`.
+    pub fn spawn_root(pid: Pid, scratch: u64) -> io::Result<Task> {
+        let tid = proc_ctl::spawn_stub(Some(pid), scratch, SCRATCH_LEN as usize, &CODE)?;
+        wait_initial_stop(tid)?;
+        ptrace::set_options(tid, TRACE_OPTS)?;
+        let inj = Injector::new(tid, scratch)?;
+        Ok(Task {
+            pid: tid,
+            tid,
+            inj,
+            scratch,
+        })
+    }
+
+    /// Address of the data area.
+    pub fn data(&self) -> u64 {
+        self.scratch + DATA_OFF
+    }
+
+    /// Writes bytes into the data area at `off` and returns their address.
+    pub fn put(&self, off: u64, bytes: &[u8]) -> io::Result<u64> {
+        let addr = self.data() + off;
+        vm::write(self.pid, addr, bytes)?;
+        Ok(addr)
+    }
+
+    /// Writes a NUL-terminated path at `off`; returns its address.
+    pub fn put_str(&self, off: u64, s: &str) -> io::Result<u64> {
+        let mut b = Vec::with_capacity(s.len() + 1);
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+        if off + b.len() as u64 > SCRATCH_LEN - DATA_OFF {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("path too long: {s}"),
+            ));
+        }
+        self.put(off, &b)
+    }
+
+    /// Reads `len` bytes of the data area at `off`.
+    pub fn get(&self, off: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        vm::read(self.pid, self.data() + off, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Runs a syscall in this task; negative results become errors.
+    pub fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
+        remote_result(self.inj.syscall(nr, args)?)
+    }
+
+    fn clone3(&mut self, args: CloneArgs, want: Pid) -> io::Result<Task> {
+        // set_tid array right after the struct.
+        let tid_bytes = (want as u32 as u64).to_ne_bytes();
+        let set_tid_addr = self.put(1024, &tid_bytes[..4])?;
+        let args = CloneArgs {
+            set_tid: set_tid_addr,
+            set_tid_size: 1,
+            ..args
+        };
+        let args_addr = self.put(0, &args.to_bytes())?;
+        let out = self
+            .inj
+            .syscall_with_events(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])?;
+        let ret = remote_result(out.ret).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("PID {want} is already in use"),
+                )
+            } else {
+                e
+            }
+        })? as Pid;
+        let child = *out.new_tasks.first().unwrap_or(&ret);
+        if child != want {
+            return Err(io::Error::other(format!(
+                "clone3 gave pid {child}, wanted {want}"
+            )));
+        }
+        wait_initial_stop(child)?;
+        let inj = Injector::new(child, self.scratch)?;
+        let pid = if args.flags & libc::CLONE_THREAD as u64 != 0 {
+            self.pid
+        } else {
+            child
+        };
+        Ok(Task {
+            pid,
+            tid: child,
+            inj,
+            scratch: self.scratch,
+        })
+    }
+
+    /// Forks a child process with pid `pid` (its parent is this task).
+    pub fn fork_child(&mut self, pid: Pid) -> io::Result<Task> {
+        self.clone3(
+            CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                ..Default::default()
+            },
+            pid,
+        )
+    }
+
+    /// Creates a thread with id `tid` in this task's process.
+    pub fn clone_thread(&mut self, tid: Pid) -> io::Result<Task> {
+        let flags = libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM;
+        self.clone3(
+            CloneArgs {
+                flags: flags as u64,
+                ..Default::default()
+            },
+            tid,
+        )
+    }
+}
