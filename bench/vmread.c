@@ -3,8 +3,9 @@
 //   memcpy           copy MIB MiB (touched) in CHUNK pieces into a reused buffer
 //   readv            process_vm_readv from a touched child, CHUNK-sized iovecs
 //   readv_4k         the same with 4 KiB iovecs (IOV_MAX per call)
-//   write_tmpfs      write(2) of MIB MiB into a new file in DIR (tmpfs), no fsync
-//   write_disk       the same into a new file on a disk file system (page cache)
+//   write_NAME       write(2) of MIB MiB in CHUNK pieces into a new file in DIR
+//                    (--write NAME:DIR, repeatable; e.g. a tmpfs, or a disk
+//                    file system = page cache), no fsync
 //   writev_fresh     process_vm_writev into an untouched mapping of a fresh
 //                    child (includes its page faults: what eager restore pays)
 //   writev_touched   the same into an already touched mapping (copy only)
@@ -12,7 +13,7 @@
 //   populate         MADV_POPULATE_WRITE of a fresh mapping (fault + zeroing)
 // Each figure is the best of REPS runs, in GB/s (10^9 bytes/s), printed as
 // "name gbps" lines. Usage:
-//   vmread [--mib N] [--chunk-mib N] [--reps N] [--tmpfs DIR] [--disk DIR]
+//   vmread [--mib N] [--chunk-mib N] [--reps N] [--write NAME:DIR]...
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -127,10 +128,13 @@ static void bench_readv(unsigned char *dst, size_t iov_len, const char *name)
 	report(name, best);
 }
 
-static void bench_write(unsigned char *src, const char *dir, const char *name)
+static void bench_write(unsigned char *src, const char *spec)
 {
-	char path[PATH_MAX];
-	snprintf(path, sizeof path, "%s/vmread-%d.tmp", dir, getpid());
+	char path[PATH_MAX], name[128];
+	const char *colon = strchr(spec, ':');
+	if (!colon || colon == spec || (size_t)(colon - spec) > 64) { fprintf(stderr, "vmread: --write NAME:DIR\n"); exit(2); }
+	snprintf(name, sizeof name, "write_%.*s", (int)(colon - spec), spec);
+	snprintf(path, sizeof path, "%s/vmread-%d.tmp", colon + 1, getpid());
 	double best = 1e9;
 	for (int r = 0; r < reps; r++) {
 		double t = now();
@@ -181,14 +185,14 @@ static void bench_populate(void)
 int main(int argc, char **argv)
 {
 	size_t mib = 1024, chunk_mib = 64;
-	const char *tmpfs = "/dev/shm", *disk = NULL;
+	const char *writes[16];
+	int nwrites = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--chunk-mib") && i + 1 < argc) chunk_mib = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--tmpfs") && i + 1 < argc) tmpfs = argv[++i];
-		else if (!strcmp(argv[i], "--disk") && i + 1 < argc) disk = argv[++i];
-		else { fprintf(stderr, "usage: vmread [--mib N] [--chunk-mib N] [--reps N] [--tmpfs DIR] [--disk DIR]\n"); return 2; }
+		else if (!strcmp(argv[i], "--write") && i + 1 < argc && nwrites < 16) writes[nwrites++] = argv[++i];
+		else { fprintf(stderr, "usage: vmread [--mib N] [--chunk-mib N] [--reps N] [--write NAME:DIR]...\n"); return 2; }
 	}
 	total = mib << 20;
 	chunk = chunk_mib << 20;
@@ -197,8 +201,7 @@ int main(int argc, char **argv)
 	bench_memcpy(src, dst);
 	bench_readv(dst, chunk, "readv");
 	bench_readv(dst, PAGE, "readv_4k");
-	bench_write(src, tmpfs, "write_tmpfs");
-	if (disk) bench_write(src, disk, "write_disk");
+	for (int i = 0; i < nwrites; i++) bench_write(src, writes[i]);
 	bench_writev(src, UNTOUCHED, "writev_fresh");
 	bench_writev(src, TOUCHED, "writev_touched");
 	bench_writev(src, HUGE_UNTOUCHED, "writev_fresh_thp");

@@ -24,10 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The encoded descriptors, for tools that compare our layout with
     // CRIU's (field numbers, types, labels).
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("criu_descriptor_set.bin"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    std::fs::write(out_dir.join("criu_descriptor_set.bin"), compiler.encode_file_descriptor_set())?;
     prost_build::Config::new().compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -46,10 +46,9 @@ fn check_root(root: Pid) -> Result<(), DumpError> {
         Err(ProcError::Zombie { .. }) => Err(DumpError::Zombie { pid: root }),
         Err(ProcError::SelfOrAncestor { .. }) => Err(DumpError::SelfDump { pid: root }),
         Err(e) if e.is_no_such_process() => Err(DumpError::NoSuchProcess { pid: root }),
-        Err(ProcError::NotThreadGroupLeader { pid, tgid }) => Err(DumpError::Unsupported {
-            pid,
-            what: format!("{pid} is a thread of process {tgid}; dump the process"),
-        }),
+        Err(ProcError::NotThreadGroupLeader { pid, tgid }) => {
+            Err(DumpError::Unsupported { pid, what: format!("{pid} is a thread of process {tgid}; dump the process") })
+        }
         Err(source) => Err(DumpError::Proc { pid: root, source }),
     }
 }
@@ -70,10 +69,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     let staging = ImageDirWriter::create(images)?;
     let frozen = Frozen::freeze_tree(root)?;
     let frozen_at = Instant::now();
-    let mut stats = DumpStats {
-        freezing_time: frozen.freezing_time,
-        ..Default::default()
-    };
+    let mut stats = DumpStats { freezing_time: frozen.freezing_time, ..Default::default() };
     fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
 
     // Fds first, for all processes: whether a pipe is internal depends on
@@ -94,20 +90,8 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             dumps.push(dump_zombie(p, root)?);
             continue;
         }
-        let fds = &fd_iter
-            .next()
-            .map(|(_, f)| f)
-            .ok_or(DumpError::Unstable { pid: root })?[..];
-        let d = dump_process(
-            p,
-            root,
-            idx as u32 + 1,
-            fds,
-            &internal,
-            &mut table,
-            &staging,
-            &mut stats,
-        )?;
+        let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
+        let d = dump_process(p, root, idx as u32 + 1, fds, &internal, &mut table, &staging, &mut stats)?;
         dumps.push(d);
     }
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
@@ -122,13 +106,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             staging.write_pagemap(pid, &pb::PagemapHead { pages_id: pid }, &d.pagemap)?;
             staging.write_ids(
                 pid,
-                &pb::TaskKobjIdsEntry {
-                    vm_id: pid,
-                    files_id: pid,
-                    fs_id: pid,
-                    sighand_id: pid,
-                    ..Default::default()
-                },
+                &pb::TaskKobjIdsEntry { vm_id: pid, files_id: pid, fs_id: pid, sighand_id: pid, ..Default::default() },
             )?;
             staging.write_fdinfo(pid, &d.fdinfo)?;
         }
@@ -142,11 +120,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         .iter()
         .filter(|(_, d)| !d.is_empty())
         .map(|(ino, d)| PipeData {
-            entry: pb::PipeDataEntry {
-                pipe_id: *ino as u32,
-                bytes: d.len() as u32,
-                size: None,
-            },
+            entry: pb::PipeDataEntry { pipe_id: *ino as u32, bytes: d.len() as u32, size: None },
             data: d.clone(),
         })
         .collect();
@@ -236,10 +210,7 @@ fn dump_process(
     let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let status = proc::read_status(pid).map_err(|source| DumpError::Proc { pid, source })?;
     if status.seccomp != 0 {
-        return Err(DumpError::Unsupported {
-            pid,
-            what: "a seccomp filter".into(),
-        });
+        return Err(DumpError::Unsupported { pid, what: "a seccomp filter".into() });
     }
     let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
     let scratch = session.scratch;
@@ -247,22 +218,13 @@ fn dump_process(
 
     // Process-wide state through the main thread.
     let mut main = session.thread(pid).map_err(dump_io(pid, "inject"))?;
-    let sigactions = signal::dump_sigactions(
-        pid,
-        &mut main,
-        scratch,
-        &read,
-        status.sig_cgt | status.sig_ign,
-    )?;
+    let sigactions = signal::dump_sigactions(pid, &mut main, scratch, &read, status.sig_cgt | status.sig_ign)?;
     let timers = task::dump_timers(pid, &mut main, scratch, &read)?;
-    let brk = main
-        .call(libc::SYS_brk, [0; 6])
-        .map_err(dump_io(pid, "brk"))?;
+    let brk = main.call(libc::SYS_brk, [0; 6]).map_err(dump_io(pid, "brk"))?;
     let main_blk = main.saved_mask();
     let (main_info, main_core) = thread::dump_thread(pid, pid, &mut main, scratch, &read)?;
     main.done().map_err(dump_io(pid, "restore registers"))?;
-    let shared_pending = stasis_sys::ptrace::peek_siginfo(pid, true)
-        .map_err(dump_io(pid, "read pending signals"))?;
+    let shared_pending = stasis_sys::ptrace::peek_siginfo(pid, true).map_err(dump_io(pid, "read pending signals"))?;
 
     let mut cores = Vec::new();
     for &tid in p.threads.iter().filter(|&&t| t != pid) {
@@ -287,22 +249,15 @@ fn dump_process(
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
     let pages_path = staging.file(&stasis_image::magic::file_name::pages(pid as u32));
-    let file = std::fs::File::create(&pages_path).map_err(|source| DumpError::Write {
-        path: pages_path.clone(),
-        source,
-    })?;
+    let file =
+        std::fs::File::create(&pages_path).map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let written = mm::dump_pages(pid, &runs, &mut out)?;
-    std::io::Write::flush(&mut out).map_err(|source| DumpError::Write {
-        path: pages_path,
-        source,
-    })?;
+    std::io::Write::flush(&mut out).map_err(|source| DumpError::Write { path: pages_path, source })?;
     stats.memdump_time += mem_t.elapsed();
     stats.pages_scanned += scanned;
     stats.pages_written += written / mm::PAGE;
-    session
-        .close()
-        .map_err(dump_io(pid, "remove scratch memory"))?;
+    session.close().map_err(dump_io(pid, "remove scratch memory"))?;
 
     let pagemap = runs
         .iter()
@@ -324,8 +279,7 @@ fn dump_process(
         root_id: table.path_ref(&rootdir, dir_flags),
         umask: status.umask,
     };
-    let personality =
-        proc::task::read_personality(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    let personality = proc::task::read_personality(pid).map_err(|source| DumpError::Proc { pid, source })?;
 
     let tc = pb::TaskCoreEntry {
         task_state: task_state::ALIVE,
@@ -337,12 +291,7 @@ fn dump_process(
         timers: Some(timers),
         rlimits: Some(task::dump_rlimits(pid)?),
         signals_s: Some(pb::SignalQueueEntry {
-            signals: shared_pending
-                .iter()
-                .map(|s| pb::SiginfoEntry {
-                    siginfo: s.to_vec(),
-                })
-                .collect(),
+            signals: shared_pending.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
         }),
         sigactions,
         ..Default::default()

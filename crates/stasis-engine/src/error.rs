@@ -24,19 +24,11 @@ pub enum DumpError {
     #[error("the tree of {pid} kept changing while freezing it")]
     Unstable { pid: Pid },
     #[error("cannot {what} task {pid}: {source}")]
-    Ptrace {
-        pid: Pid,
-        what: &'static str,
-        source: io::Error,
-    },
+    Ptrace { pid: Pid, what: &'static str, source: io::Error },
     #[error("reading /proc of process {pid}: {source}")]
     Proc { pid: Pid, source: ProcError },
     #[error("process {pid}: {what}: {source}")]
-    Task {
-        pid: Pid,
-        what: String,
-        source: io::Error,
-    },
+    Task { pid: Pid, what: String, source: io::Error },
     #[error("process {pid}, fd {fd}: {kind} is not supported yet")]
     UnsupportedFd { pid: Pid, fd: i32, kind: String },
     #[error("process {pid}: {what} is not supported yet")]
@@ -59,12 +51,10 @@ pub enum RestoreError {
     Invalid { dir: PathBuf, what: String },
     #[error("PID {pid} is already in use; cannot restore the process that had it")]
     PidInUse { pid: Pid },
+    #[error("PID {pid} is held by a zombie that its parent {parent} has not reaped; cannot restore the process that had it")]
+    PidHeldByZombie { pid: Pid, parent: Pid },
     #[error("restoring process {pid}: {what}: {source}")]
-    Task {
-        pid: Pid,
-        what: String,
-        source: io::Error,
-    },
+    Task { pid: Pid, what: String, source: io::Error },
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("interrupted: everything restored so far was removed")]
@@ -78,10 +68,7 @@ pub(crate) fn dump_io(pid: Pid, what: impl Into<String>) -> impl FnOnce(io::Erro
 }
 
 /// Shorthand for building `RestoreError::Task`.
-pub(crate) fn restore_io(
-    pid: Pid,
-    what: impl Into<String>,
-) -> impl FnOnce(io::Error) -> RestoreError {
+pub(crate) fn restore_io(pid: Pid, what: impl Into<String>) -> impl FnOnce(io::Error) -> RestoreError {
     let what = what.into();
     move |source| RestoreError::Task { pid, what, source }
 }

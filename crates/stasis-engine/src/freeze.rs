@@ -35,10 +35,7 @@ pub struct Frozen {
 
 fn list_threads(pid: Pid) -> Vec<Pid> {
     let mut tids: Vec<Pid> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
     tids.sort_unstable();
     // Main thread first.
@@ -62,10 +59,7 @@ fn list_children(pid: Pid, threads: &[Pid]) -> Vec<Pid> {
 fn is_zombie(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
         .unwrap_or(true)
 }
 
@@ -89,10 +83,7 @@ impl Frozen {
                 if pid != root && is_zombie(pid) {
                     // A zombie child has no threads to stop; the dump
                     // records it from /proc.
-                    order.push(FrozenProcess {
-                        pid,
-                        threads: Vec::new(),
-                    });
+                    order.push(FrozenProcess { pid, threads: Vec::new() });
                     continue;
                 }
                 let threads = list_threads(pid);
@@ -109,8 +100,7 @@ impl Frozen {
                         Err(e) => return Err(e),
                     }
                 }
-                let threads: Vec<Pid> =
-                    threads.into_iter().filter(|t| seized.contains(t)).collect();
+                let threads: Vec<Pid> = threads.into_iter().filter(|t| seized.contains(t)).collect();
                 let children = list_children(pid, &threads);
                 order.push(FrozenProcess { pid, threads });
                 // Reverse so the first child is visited first (stable order).
@@ -137,20 +127,10 @@ impl Frozen {
         match ptrace::seize(tid, opts) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
-            Err(e) => {
-                return Err(DumpError::Ptrace {
-                    pid: tid,
-                    what: "seize",
-                    source: e,
-                })
-            }
+            Err(e) => return Err(DumpError::Ptrace { pid: tid, what: "seize", source: e }),
         }
         self.seized.push(tid);
-        ptrace::interrupt(tid).map_err(|e| DumpError::Ptrace {
-            pid: tid,
-            what: "interrupt",
-            source: e,
-        })?;
+        ptrace::interrupt(tid).map_err(|e| DumpError::Ptrace { pid: tid, what: "interrupt", source: e })?;
         loop {
             match ptrace::wait(tid) {
                 Ok(Stop::Event(ptrace::EVENT_STOP, _)) => return Ok(true),
@@ -175,13 +155,7 @@ impl Frozen {
                         source: std::io::Error::other(format!("unexpected stop {other:?}")),
                     })
                 }
-                Err(e) => {
-                    return Err(DumpError::Ptrace {
-                        pid: tid,
-                        what: "wait",
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(DumpError::Ptrace { pid: tid, what: "wait", source: e }),
             }
         }
     }
@@ -207,6 +181,18 @@ impl Frozen {
     pub fn kill_all(mut self) {
         for p in &self.processes {
             let _ = proc_ctl::kill(p.pid, libc::SIGKILL);
+        }
+        // Collect the exit of every task we trace, so none is left running
+        // (or stopped) once the dump command returns; the zombies go to
+        // their parents as usual.
+        // Threads before their leader: the kernel reports a group leader's
+        // exit only after every other thread of it was reaped.
+        for &tid in self.seized.iter().rev() {
+            while let Ok(stop) = ptrace::wait(tid) {
+                if matches!(stop, Stop::Exited(_) | Stop::Signaled(_)) {
+                    break;
+                }
+            }
         }
         self.seized.clear();
         self.released = true;

@@ -56,12 +56,7 @@ impl ThreadCall {
         let saved_mask = ptrace::get_sigmask(tid)?;
         ptrace::set_sigmask(tid, !0u64)?;
         let inj = Injector::new(tid, syscall_ip)?;
-        Ok(ThreadCall {
-            inj: Some(inj),
-            tid,
-            saved_mask,
-            mask_restored: false,
-        })
+        Ok(ThreadCall { inj: Some(inj), tid, saved_mask, mask_restored: false })
     }
 
     /// The thread's own registers (as they were before injection, with an
@@ -77,10 +72,7 @@ impl ThreadCall {
 
     /// Runs a syscall, mapping negative results to errors.
     pub fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
-        let inj = self
-            .inj
-            .as_mut()
-            .ok_or_else(|| io::Error::other("injection already finished"))?;
+        let inj = self.inj.as_mut().ok_or_else(|| io::Error::other("injection already finished"))?;
         remote_result(inj.syscall(nr, args)?)
     }
 
@@ -113,12 +105,7 @@ impl RemoteSession {
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let scratch = t.call(libc::SYS_mmap, [0, SCRATCH_LEN, prot, flags, u64::MAX, 0])?;
         t.done()?;
-        Ok(RemoteSession {
-            pid,
-            syscall_ip,
-            scratch,
-            unmapped: false,
-        })
+        Ok(RemoteSession { pid, syscall_ip, scratch, unmapped: false })
     }
 
     /// The process.

@@ -21,8 +21,8 @@ use crate::frame::{ImageReader, ImageWriter};
 use crate::magic::{file_name, ImageKind};
 use crate::pages::{PageWriter, PagesIndex};
 use crate::pb::{
-    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry, PagemapHead,
-    PipeDataEntry, PstreeEntry, SeccompEntry, StatsEntry, TaskKobjIdsEntry, TcpStreamEntry,
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry, PagemapHead, PipeDataEntry,
+    PstreeEntry, SeccompEntry, StatsEntry, TaskKobjIdsEntry, TcpStreamEntry,
 };
 
 /// One pipe's queued data from `pipes-data.img`.
@@ -55,15 +55,12 @@ impl ImageDir {
     /// Opens `path`, which must be a directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ImageError> {
         let path = path.as_ref();
-        let meta =
-            fs::metadata(path).map_err(|e| ImageError::io("open image directory", path, e))?;
+        let meta = fs::metadata(path).map_err(|e| ImageError::io("open image directory", path, e))?;
         if !meta.is_dir() {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "not a directory");
             return Err(ImageError::io("open image directory", path, e));
         }
-        Ok(ImageDir {
-            path: path.to_owned(),
-        })
+        Ok(ImageDir { path: path.to_owned() })
     }
 
     /// The directory.
@@ -82,29 +79,17 @@ impl ImageDir {
     }
 
     /// Opens file `name` as an image of `kind`.
-    pub fn reader(
-        &self,
-        name: &str,
-        kind: ImageKind,
-    ) -> Result<ImageReader<io::BufReader<File>>, ImageError> {
+    pub fn reader(&self, name: &str, kind: ImageKind) -> Result<ImageReader<io::BufReader<File>>, ImageError> {
         ImageReader::open(self.file(name), kind)
     }
 
     /// All entries of file `name`.
-    pub fn read_entries<M: Message + Default>(
-        &self,
-        name: &str,
-        kind: ImageKind,
-    ) -> Result<Vec<M>, ImageError> {
+    pub fn read_entries<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<Vec<M>, ImageError> {
         self.reader(name, kind)?.read_all()
     }
 
     /// The single entry of file `name`.
-    pub fn read_one<M: Message + Default>(
-        &self,
-        name: &str,
-        kind: ImageKind,
-    ) -> Result<M, ImageError> {
+    pub fn read_one<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<M, ImageError> {
         self.reader(name, kind)?.read_one()
     }
 
@@ -209,8 +194,7 @@ impl ImageDir {
         if !self.exists(file_name::SECCOMP) {
             return Ok(None);
         }
-        self.read_one(file_name::SECCOMP, ImageKind::Seccomp)
-            .map(Some)
+        self.read_one(file_name::SECCOMP, ImageKind::Seccomp).map(Some)
     }
 
     /// `stats-dump.img`.
@@ -246,15 +230,10 @@ impl ImageDirWriter {
         }
         let staging = final_dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         if staging.exists() {
-            fs::remove_dir_all(&staging)
-                .map_err(|e| ImageError::io("remove stale", &staging, e))?;
+            fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove stale", &staging, e))?;
         }
         fs::create_dir(&staging).map_err(|e| ImageError::io("create", &staging, e))?;
-        Ok(ImageDirWriter {
-            staging,
-            final_dir,
-            committed: false,
-        })
+        Ok(ImageDirWriter { staging, final_dir, committed: false })
     }
 
     /// The staging directory, where files are written until commit.
@@ -273,21 +252,12 @@ impl ImageDirWriter {
     }
 
     /// Creates file `name` as an image of `kind`, for streaming entries.
-    pub fn writer(
-        &self,
-        name: &str,
-        kind: ImageKind,
-    ) -> Result<ImageWriter<io::BufWriter<File>>, ImageError> {
+    pub fn writer(&self, name: &str, kind: ImageKind) -> Result<ImageWriter<io::BufWriter<File>>, ImageError> {
         ImageWriter::create(self.file(name), kind)
     }
 
     /// Writes file `name` with `entries`.
-    pub fn write_entries<M: Message>(
-        &self,
-        name: &str,
-        kind: ImageKind,
-        entries: &[M],
-    ) -> Result<(), ImageError> {
+    pub fn write_entries<M: Message>(&self, name: &str, kind: ImageKind, entries: &[M]) -> Result<(), ImageError> {
         let mut w = self.writer(name, kind)?;
         for e in entries {
             w.write(e)?;
@@ -296,23 +266,14 @@ impl ImageDirWriter {
     }
 
     /// Writes file `name` with one entry.
-    pub fn write_one<M: Message>(
-        &self,
-        name: &str,
-        kind: ImageKind,
-        entry: &M,
-    ) -> Result<(), ImageError> {
+    pub fn write_one<M: Message>(&self, name: &str, kind: ImageKind, entry: &M) -> Result<(), ImageError> {
         self.write_entries(name, kind, std::slice::from_ref(entry))
     }
 
     /// Writes `inventory.img`, setting `img_version` and `stasis_format` to
     /// this crate's values whatever `inv` holds.
     pub fn write_inventory(&self, inv: &InventoryEntry) -> Result<(), ImageError> {
-        let inv = InventoryEntry {
-            img_version: IMG_VERSION,
-            stasis_format: Some(STASIS_FORMAT),
-            ..inv.clone()
-        };
+        let inv = InventoryEntry { img_version: IMG_VERSION, stasis_format: Some(STASIS_FORMAT), ..inv.clone() };
         self.write_one(file_name::INVENTORY, ImageKind::Inventory, &inv)
     }
 
@@ -347,12 +308,7 @@ impl ImageDirWriter {
     }
 
     /// Writes `pagemap-PID.img`.
-    pub fn write_pagemap(
-        &self,
-        pid: u32,
-        head: &PagemapHead,
-        entries: &[PagemapEntry],
-    ) -> Result<(), ImageError> {
+    pub fn write_pagemap(&self, pid: u32, head: &PagemapHead, entries: &[PagemapEntry]) -> Result<(), ImageError> {
         let mut w = self.writer(&file_name::pagemap(pid), ImageKind::Pagemap)?;
         w.write(head)?;
         for e in entries {
@@ -377,11 +333,7 @@ impl ImageDirWriter {
         for p in pipes {
             let bytes = u32::try_from(p.data.len()).map_err(|_| ImageError::Unwritable {
                 path: w.path().to_owned(),
-                reason: format!(
-                    "pipe {} holds {} bytes, over 4 GiB",
-                    p.entry.pipe_id,
-                    p.data.len()
-                ),
+                reason: format!("pipe {} holds {} bytes, over 4 GiB", p.entry.pipe_id, p.data.len()),
             })?;
             w.write(&PipeDataEntry { bytes, ..p.entry })?;
             w.write_payload(&p.data)?;
@@ -398,11 +350,7 @@ impl ImageDirWriter {
                 reason: format!("socket queue of {} bytes is over 4 GiB", q.len()),
             })
         };
-        let entry = TcpStreamEntry {
-            inq_len: len(&s.inq)?,
-            outq_len: len(&s.outq)?,
-            ..s.entry
-        };
+        let entry = TcpStreamEntry { inq_len: len(&s.inq)?, outq_len: len(&s.outq)?, ..s.entry };
         w.write(&entry)?;
         w.write_payload(&s.inq)?;
         w.write_payload(&s.outq)?;
@@ -423,12 +371,9 @@ impl ImageDirWriter {
     /// every file and the staging directory, rename, fsync the parent.
     /// Refuses if the final directory has appeared and is not empty.
     pub fn commit(mut self) -> Result<PathBuf, ImageError> {
-        let entries =
-            fs::read_dir(&self.staging).map_err(|e| ImageError::io("list", &self.staging, e))?;
+        let entries = fs::read_dir(&self.staging).map_err(|e| ImageError::io("list", &self.staging, e))?;
         for entry in entries {
-            let path = entry
-                .map_err(|e| ImageError::io("list", &self.staging, e))?
-                .path();
+            let path = entry.map_err(|e| ImageError::io("list", &self.staging, e))?.path();
             if path.is_file() {
                 fsync(&path)?;
             }
@@ -437,15 +382,9 @@ impl ImageDirWriter {
         if let Err(e) = fs::rename(&self.staging, &self.final_dir) {
             // ENOTEMPTY, or EEXIST on some filesystems.
             if matches!(e.raw_os_error(), Some(39) | Some(17)) {
-                return Err(ImageError::DirNotEmpty {
-                    path: self.final_dir.clone(),
-                });
+                return Err(ImageError::DirNotEmpty { path: self.final_dir.clone() });
             }
-            return Err(ImageError::io(
-                "rename staging directory to",
-                &self.final_dir,
-                e,
-            ));
+            return Err(ImageError::io("rename staging directory to", &self.final_dir, e));
         }
         self.committed = true;
         let parent = match self.final_dir.parent() {
@@ -483,7 +422,5 @@ fn dir_is_absent_or_empty(path: &Path) -> Result<bool, ImageError> {
 }
 
 fn fsync(path: &Path) -> Result<(), ImageError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| ImageError::io("fsync", path, e))
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| ImageError::io("fsync", path, e))
 }

@@ -152,10 +152,6 @@ pub enum ImageError {
 
 impl ImageError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        ImageError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        ImageError::Io { action, path: path.into(), source }
     }
 }

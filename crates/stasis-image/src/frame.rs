@@ -62,41 +62,26 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 /// Reads and checks the header of a file, returning the kind it declares.
 /// With `expected`, anything but that kind (with its leading magic) is
 /// refused.
-fn read_header<R: Read>(
-    inp: &mut R,
-    path: &Path,
-    expected: Option<ImageKind>,
-) -> Result<ImageKind, ImageError> {
+fn read_header<R: Read>(inp: &mut R, path: &Path, expected: Option<ImageKind>) -> Result<ImageKind, ImageError> {
     let io_err = |e| ImageError::io("read", path, e);
     let mut word = [0u8; 4];
     let got = read_full(inp, &mut word).map_err(io_err)?;
     let want = expected.map_or(4, ImageKind::header_len);
     if got < 4 {
-        return Err(ImageError::TruncatedHeader {
-            path: path.to_owned(),
-            got,
-            want,
-        });
+        return Err(ImageError::TruncatedHeader { path: path.to_owned(), got, want });
     }
     let first = u32::from_le_bytes(word);
     let (lead, magic) = if first == IMG_COMMON_MAGIC || first == IMG_SERVICE_MAGIC {
         let got = read_full(inp, &mut word).map_err(io_err)?;
         if got < 4 {
-            return Err(ImageError::TruncatedHeader {
-                path: path.to_owned(),
-                got: 4 + got,
-                want: 8,
-            });
+            return Err(ImageError::TruncatedHeader { path: path.to_owned(), got: 4 + got, want: 8 });
         }
         (Some(first), u32::from_le_bytes(word))
     } else {
         (None, first)
     };
     let Some(kind) = ImageKind::from_magic(magic) else {
-        return Err(ImageError::UnknownMagic {
-            path: path.to_owned(),
-            magic,
-        });
+        return Err(ImageError::UnknownMagic { path: path.to_owned(), magic });
     };
     if let Some(expected) = expected {
         if kind != expected {
@@ -114,11 +99,7 @@ fn read_header<R: Read>(
             path: path.to_owned(),
             expected: kind,
             found,
-            found_name: if lead.is_none() {
-                "no leading magic"
-            } else {
-                magic_name(found)
-            },
+            found_name: if lead.is_none() { "no leading magic" } else { magic_name(found) },
         });
     }
     Ok(kind)
@@ -148,12 +129,7 @@ impl ImageReader<BufReader<File>> {
         let file = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
         let mut inp = BufReader::new(file);
         let kind = read_header(&mut inp, path, None)?;
-        Ok(ImageReader {
-            inp,
-            path: path.to_owned(),
-            kind,
-            next: 0,
-        })
+        Ok(ImageReader { inp, path: path.to_owned(), kind, next: 0 })
     }
 }
 
@@ -169,12 +145,7 @@ impl<R: Read> ImageReader<R> {
             });
         }
         read_header(&mut inp, &path, Some(kind))?;
-        Ok(ImageReader {
-            inp,
-            path,
-            kind,
-            next: 0,
-        })
+        Ok(ImageReader { inp, path, kind, next: 0 })
     }
 
     /// The kind from the header.
@@ -196,8 +167,7 @@ impl<R: Read> ImageReader<R> {
     pub fn next_raw(&mut self) -> Result<Option<Vec<u8>>, ImageError> {
         let index = self.next;
         let mut word = [0u8; 4];
-        let got = read_full(&mut self.inp, &mut word)
-            .map_err(|e| ImageError::io("read", &self.path, e))?;
+        let got = read_full(&mut self.inp, &mut word).map_err(|e| ImageError::io("read", &self.path, e))?;
         if got == 0 {
             return Ok(None);
         }
@@ -230,14 +200,12 @@ impl<R: Read> ImageReader<R> {
         let Some(buf) = self.next_raw()? else {
             return Ok(None);
         };
-        M::decode(buf.as_slice())
-            .map(Some)
-            .map_err(|source| ImageError::Decode {
-                path: self.path.clone(),
-                index,
-                message: message_name::<M>(),
-                source,
-            })
+        M::decode(buf.as_slice()).map(Some).map_err(|source| ImageError::Decode {
+            path: self.path.clone(),
+            index,
+            message: message_name::<M>(),
+            source,
+        })
     }
 
     /// Like [`ImageReader::next_entry`], but end of file is an error: the format
@@ -267,11 +235,7 @@ impl<R: Read> ImageReader<R> {
         let mut it = all.into_iter();
         match (it.next(), found) {
             (Some(m), 1) => Ok(m),
-            _ => Err(ImageError::EntryCount {
-                path: self.path.clone(),
-                expected: "exactly 1",
-                found,
-            }),
+            _ => Err(ImageError::EntryCount { path: self.path.clone(), expected: "exactly 1", found }),
         }
     }
 
@@ -279,27 +243,14 @@ impl<R: Read> ImageReader<R> {
     pub fn read_payload(&mut self, len: u64) -> Result<Vec<u8>, ImageError> {
         let index = self.next.saturating_sub(1);
         if len > MAX_PAYLOAD_LEN {
-            return Err(ImageError::EntryTooLarge {
-                path: self.path.clone(),
-                index,
-                len,
-                max: MAX_PAYLOAD_LEN,
-            });
+            return Err(ImageError::EntryTooLarge { path: self.path.clone(), index, len, max: MAX_PAYLOAD_LEN });
         }
         self.read_exact_vec(len, index, "payload")
     }
 
-    fn read_exact_vec(
-        &mut self,
-        len: u64,
-        index: usize,
-        what: &'static str,
-    ) -> Result<Vec<u8>, ImageError> {
+    fn read_exact_vec(&mut self, len: u64, index: usize, what: &'static str) -> Result<Vec<u8>, ImageError> {
         let mut buf = Vec::new();
-        (&mut self.inp)
-            .take(len)
-            .read_to_end(&mut buf)
-            .map_err(|e| ImageError::io("read", &self.path, e))?;
+        (&mut self.inp).take(len).read_to_end(&mut buf).map_err(|e| ImageError::io("read", &self.path, e))?;
         if (buf.len() as u64) < len {
             return Err(ImageError::TruncatedEntry {
                 path: self.path.clone(),
@@ -328,11 +279,8 @@ impl ImageWriter<BufWriter<File>> {
     /// Creates `path` (which must not exist) and writes the header of `kind`.
     pub fn create(path: impl AsRef<Path>, kind: ImageKind) -> Result<Self, ImageError> {
         let path = path.as_ref();
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| ImageError::io("create", path, e))?;
+        let file =
+            File::options().write(true).create_new(true).open(path).map_err(|e| ImageError::io("create", path, e))?;
         ImageWriter::new(BufWriter::with_capacity(256 << 10, file), path, kind)
     }
 }
@@ -354,15 +302,8 @@ impl<W: Write> ImageWriter<W> {
             Prefix::Service => header.extend_from_slice(&IMG_SERVICE_MAGIC.to_le_bytes()),
         }
         header.extend_from_slice(&kind.magic().to_le_bytes());
-        out.write_all(&header)
-            .map_err(|e| ImageError::io("write", &path, e))?;
-        Ok(ImageWriter {
-            out,
-            path,
-            kind,
-            next: 0,
-            buf: Vec::new(),
-        })
+        out.write_all(&header).map_err(|e| ImageError::io("write", &path, e))?;
+        Ok(ImageWriter { out, path, kind, next: 0, buf: Vec::new() })
     }
 
     /// The kind being written.
@@ -383,27 +324,21 @@ impl<W: Write> ImageWriter<W> {
     /// Appends one entry.
     pub fn write<M: Message>(&mut self, msg: &M) -> Result<(), ImageError> {
         let len = msg.encoded_len();
-        let len = u32::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_ENTRY_LEN)
-            .ok_or_else(|| ImageError::Unwritable {
-                path: self.path.clone(),
-                reason: format!(
-                    "entry {} ({}) is {len} bytes, over the {MAX_ENTRY_LEN}-byte limit",
-                    self.next,
-                    message_name::<M>()
-                ),
-            })?;
+        let len = u32::try_from(len).ok().filter(|l| *l <= MAX_ENTRY_LEN).ok_or_else(|| ImageError::Unwritable {
+            path: self.path.clone(),
+            reason: format!(
+                "entry {} ({}) is {len} bytes, over the {MAX_ENTRY_LEN}-byte limit",
+                self.next,
+                message_name::<M>()
+            ),
+        })?;
         self.buf.clear();
         self.buf.extend_from_slice(&len.to_le_bytes());
-        msg.encode(&mut self.buf)
-            .map_err(|e| ImageError::Unwritable {
-                path: self.path.clone(),
-                reason: format!("entry {} does not encode: {e}", self.next),
-            })?;
-        self.out
-            .write_all(&self.buf)
-            .map_err(|e| ImageError::io("write", &self.path, e))?;
+        msg.encode(&mut self.buf).map_err(|e| ImageError::Unwritable {
+            path: self.path.clone(),
+            reason: format!("entry {} does not encode: {e}", self.next),
+        })?;
+        self.out.write_all(&self.buf).map_err(|e| ImageError::io("write", &self.path, e))?;
         self.next += 1;
         Ok(())
     }
@@ -413,22 +348,15 @@ impl<W: Write> ImageWriter<W> {
         if data.len() as u64 > MAX_PAYLOAD_LEN {
             return Err(ImageError::Unwritable {
                 path: self.path.clone(),
-                reason: format!(
-                    "payload of {} bytes is over the {MAX_PAYLOAD_LEN}-byte limit",
-                    data.len()
-                ),
+                reason: format!("payload of {} bytes is over the {MAX_PAYLOAD_LEN}-byte limit", data.len()),
             });
         }
-        self.out
-            .write_all(data)
-            .map_err(|e| ImageError::io("write", &self.path, e))
+        self.out.write_all(data).map_err(|e| ImageError::io("write", &self.path, e))
     }
 
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> Result<W, ImageError> {
-        self.out
-            .flush()
-            .map_err(|e| ImageError::io("write", &self.path, e))?;
+        self.out.flush().map_err(|e| ImageError::io("write", &self.path, e))?;
         Ok(self.out)
     }
 }

@@ -36,8 +36,7 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of `proto/` (imports included), for
 /// reflection and for comparing our layout with CRIU's.
-pub const DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/criu_descriptor_set.bin"));
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/criu_descriptor_set.bin"));
 
 pub use dir::{ImageDir, ImageDirWriter, PipeData, TcpStream};
 pub use error::ImageError;

@@ -52,11 +52,7 @@ pub struct PagemapBuilder {
 impl PagemapBuilder {
     /// An empty pagemap for `pages-<pages_id>.img`.
     pub fn new(pages_id: u32) -> Self {
-        PagemapBuilder {
-            pages_id,
-            entries: Vec::new(),
-            end: 0,
-        }
+        PagemapBuilder { pages_id, entries: Vec::new(), end: 0 }
     }
 
     /// Adds `nr_pages` pages at `vaddr` with `flags`; refuses (with the
@@ -68,17 +64,13 @@ impl PagemapBuilder {
         if nr_pages == 0 {
             return Err(format!("run at {vaddr:#x} has no pages"));
         }
-        if flags & (pe::PRESENT | pe::PARENT) == 0
-            || flags & !(pe::PRESENT | pe::PARENT | pe::LAZY) != 0
-        {
+        if flags & (pe::PRESENT | pe::PARENT) == 0 || flags & !(pe::PRESENT | pe::PARENT | pe::LAZY) != 0 {
             return Err(format!("run at {vaddr:#x} has invalid flags {flags:#x}"));
         }
         let end = nr_pages
             .checked_mul(PAGE_SIZE)
             .and_then(|len| vaddr.checked_add(len))
-            .ok_or_else(|| {
-                format!("run at {vaddr:#x} of {nr_pages} pages overflows the address space")
-            })?;
+            .ok_or_else(|| format!("run at {vaddr:#x} of {nr_pages} pages overflows the address space"))?;
         if vaddr < self.end {
             return Err(format!(
                 "run at {vaddr:#x} is out of order or overlaps the previous run ending at {:#x}",
@@ -123,12 +115,7 @@ impl PagemapBuilder {
 
     /// The head and entries to write to `pagemap-PID.img`.
     pub fn finish(self) -> (PagemapHead, Vec<PagemapEntry>) {
-        (
-            PagemapHead {
-                pages_id: self.pages_id,
-            },
-            self.entries,
-        )
+        (PagemapHead { pages_id: self.pages_id }, self.entries)
     }
 }
 
@@ -145,11 +132,8 @@ impl PageWriter {
     /// Creates `path` (which must not exist) as `pages-<pages_id>.img`.
     pub fn create(path: impl AsRef<Path>, pages_id: u32) -> Result<Self, ImageError> {
         let path = path.as_ref();
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| ImageError::io("create", path, e))?;
+        let file =
+            File::options().write(true).create_new(true).open(path).map_err(|e| ImageError::io("create", path, e))?;
         Ok(PageWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_owned(),
@@ -166,24 +150,15 @@ impl PageWriter {
 
     /// Like [`PageWriter::add`] with explicit flags, e.g.
     /// `pe::PRESENT | pe::LAZY`; [`pe::PRESENT`] must be among them.
-    pub fn add_with_flags(
-        &mut self,
-        vaddr: u64,
-        data: &[u8],
-        flags: u32,
-    ) -> Result<(), ImageError> {
+    pub fn add_with_flags(&mut self, vaddr: u64, data: &[u8], flags: u32) -> Result<(), ImageError> {
         let len = data.len() as u64;
         if len % PAGE_SIZE != 0 || flags & pe::PRESENT == 0 {
-            return Err(self.unwritable(format!(
-                "{len} bytes at {vaddr:#x} with flags {flags:#x} are not whole present pages"
-            )));
+            return Err(
+                self.unwritable(format!("{len} bytes at {vaddr:#x} with flags {flags:#x} are not whole present pages"))
+            );
         }
-        self.map
-            .push(vaddr, len / PAGE_SIZE, flags)
-            .map_err(|reason| self.unwritable(reason))?;
-        self.out
-            .write_all(data)
-            .map_err(|e| ImageError::io("write", &self.path, e))?;
+        self.map.push(vaddr, len / PAGE_SIZE, flags).map_err(|reason| self.unwritable(reason))?;
+        self.out.write_all(data).map_err(|e| ImageError::io("write", &self.path, e))?;
         self.written += len;
         Ok(())
     }
@@ -191,9 +166,7 @@ impl PageWriter {
     /// Records `nr_pages` pages at `vaddr` that are unchanged since the
     /// parent image set ([`pe::PARENT`]); no bytes are written.
     pub fn add_parent(&mut self, vaddr: u64, nr_pages: u64) -> Result<(), ImageError> {
-        self.map
-            .push(vaddr, nr_pages, pe::PARENT)
-            .map_err(|reason| self.unwritable(reason))
+        self.map.push(vaddr, nr_pages, pe::PARENT).map_err(|reason| self.unwritable(reason))
     }
 
     /// Bytes of page contents written so far.
@@ -209,17 +182,12 @@ impl PageWriter {
     /// Flushes the pages and returns the pagemap to write (the caller
     /// fsyncs, e.g. [`ImageDirWriter::commit`](crate::ImageDirWriter::commit)).
     pub fn finish(mut self) -> Result<(PagemapHead, Vec<PagemapEntry>), ImageError> {
-        self.out
-            .flush()
-            .map_err(|e| ImageError::io("write", &self.path, e))?;
+        self.out.flush().map_err(|e| ImageError::io("write", &self.path, e))?;
         Ok(self.map.finish())
     }
 
     fn unwritable(&self, reason: String) -> ImageError {
-        ImageError::Unwritable {
-            path: self.path.clone(),
-            reason,
-        }
+        ImageError::Unwritable { path: self.path.clone(), reason }
     }
 }
 
@@ -278,57 +246,32 @@ impl PagesIndex {
     /// Checks the entries (sorted, non-overlapping, non-empty) and computes
     /// offsets. `path` is the pagemap file, for errors; entry indexes in
     /// errors count the head as entry 0, as in the file.
-    pub fn new(
-        path: &Path,
-        head: &PagemapHead,
-        entries: &[PagemapEntry],
-    ) -> Result<Self, ImageError> {
+    pub fn new(path: &Path, head: &PagemapHead, entries: &[PagemapEntry]) -> Result<Self, ImageError> {
         let mut runs = Vec::with_capacity(entries.len());
         let mut offset = 0u64;
         let mut end = 0u64;
         for (i, e) in entries.iter().enumerate() {
-            let invalid = |reason: String| ImageError::Invalid {
-                path: path.to_owned(),
-                index: i + 1,
-                reason,
-            };
+            let invalid = |reason: String| ImageError::Invalid { path: path.to_owned(), index: i + 1, reason };
             let nr_pages = entry_nr_pages(e);
             let flags = entry_flags(e);
             if e.vaddr % PAGE_SIZE != 0 || nr_pages == 0 {
-                return Err(invalid(format!(
-                    "run {:#x} x {nr_pages} pages is unaligned or empty",
-                    e.vaddr
-                )));
+                return Err(invalid(format!("run {:#x} x {nr_pages} pages is unaligned or empty", e.vaddr)));
             }
             let run_end = nr_pages
                 .checked_mul(PAGE_SIZE)
                 .and_then(|l| e.vaddr.checked_add(l))
-                .ok_or_else(|| {
-                    invalid(format!("run at {:#x} overflows the address space", e.vaddr))
-                })?;
+                .ok_or_else(|| invalid(format!("run at {:#x} overflows the address space", e.vaddr)))?;
             if e.vaddr < end {
-                return Err(invalid(format!(
-                    "run at {:#x} overlaps or precedes the previous run",
-                    e.vaddr
-                )));
+                return Err(invalid(format!("run at {:#x} overlaps or precedes the previous run", e.vaddr)));
             }
             end = run_end;
             let present = flags & pe::PRESENT != 0;
-            runs.push(PageRun {
-                vaddr: e.vaddr,
-                nr_pages,
-                flags,
-                offset: present.then_some(offset),
-            });
+            runs.push(PageRun { vaddr: e.vaddr, nr_pages, flags, offset: present.then_some(offset) });
             if present {
                 offset += nr_pages * PAGE_SIZE;
             }
         }
-        Ok(PagesIndex {
-            pages_id: head.pages_id,
-            runs,
-            present_bytes: offset,
-        })
+        Ok(PagesIndex { pages_id: head.pages_id, runs, present_bytes: offset })
     }
 
     /// N of `pages-N.img`.
@@ -376,10 +319,7 @@ impl PageReader {
     pub fn open(path: impl AsRef<Path>, index: &PagesIndex) -> Result<Self, ImageError> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| ImageError::io("stat", path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| ImageError::io("stat", path, e))?.len();
         if len < index.present_bytes() {
             return Err(ImageError::TruncatedEntry {
                 path: path.to_owned(),
@@ -389,17 +329,12 @@ impl PageReader {
                 want: index.present_bytes(),
             });
         }
-        Ok(PageReader {
-            file,
-            path: path.to_owned(),
-        })
+        Ok(PageReader { file, path: path.to_owned() })
     }
 
     /// Fills `buf` from file offset `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| ImageError::io("read", &self.path, e))
+        self.file.read_exact_at(buf, offset).map_err(|e| ImageError::io("read", &self.path, e))
     }
 
     /// Reads the whole contents of a present run; a run without
@@ -408,10 +343,7 @@ impl PageReader {
         let offset = run.offset.ok_or_else(|| ImageError::Invalid {
             path: self.path.clone(),
             index: 0,
-            reason: format!(
-                "pages at {:#x} are not in this image (flags {:#x})",
-                run.vaddr, run.flags
-            ),
+            reason: format!("pages at {:#x} are not in this image (flags {:#x})", run.vaddr, run.flags),
         })?;
         let len = usize::try_from(run.len()).map_err(|_| ImageError::Invalid {
             path: self.path.clone(),
@@ -439,10 +371,7 @@ mod tests {
         let (head, e) = b.finish();
         assert_eq!(head.pages_id, 7);
         assert_eq!(e.len(), 1);
-        assert_eq!(
-            (e[0].vaddr, e[0].compat_nr_pages, e[0].nr_pages),
-            (0x1000, 6, Some(6))
-        );
+        assert_eq!((e[0].vaddr, e[0].compat_nr_pages, e[0].nr_pages), (0x1000, 6, Some(6)));
     }
 
     #[test]
@@ -454,10 +383,7 @@ mod tests {
         b.push(0x5000, 1, pe::PRESENT | pe::LAZY).unwrap();
         b.push(0x6000, 1, pe::PRESENT | pe::LAZY).unwrap();
         let (_, e) = b.finish();
-        let got: Vec<_> = e
-            .iter()
-            .map(|e| (e.vaddr, entry_nr_pages(e), entry_flags(e)))
-            .collect();
+        let got: Vec<_> = e.iter().map(|e| (e.vaddr, entry_nr_pages(e), entry_flags(e))).collect();
         assert_eq!(
             got,
             [
@@ -472,28 +398,13 @@ mod tests {
     #[test]
     fn bad_runs_are_refused() {
         let mut b = PagemapBuilder::new(1);
-        assert!(b
-            .push(0x1001, 1, pe::PRESENT)
-            .unwrap_err()
-            .contains("aligned"));
-        assert!(b
-            .push(0x1000, 0, pe::PRESENT)
-            .unwrap_err()
-            .contains("no pages"));
+        assert!(b.push(0x1001, 1, pe::PRESENT).unwrap_err().contains("aligned"));
+        assert!(b.push(0x1000, 0, pe::PRESENT).unwrap_err().contains("no pages"));
         assert!(b.push(0x1000, 1, 0).unwrap_err().contains("flags"));
-        assert!(b
-            .push(u64::MAX - P + 1, 2, pe::PRESENT)
-            .unwrap_err()
-            .contains("overflow"));
+        assert!(b.push(u64::MAX - P + 1, 2, pe::PRESENT).unwrap_err().contains("overflow"));
         b.push(0x5000, 2, pe::PRESENT).unwrap();
-        assert!(b
-            .push(0x6000, 1, pe::PRESENT)
-            .unwrap_err()
-            .contains("overlaps"));
-        assert!(b
-            .push(0x1000, 1, pe::PRESENT)
-            .unwrap_err()
-            .contains("out of order"));
+        assert!(b.push(0x6000, 1, pe::PRESENT).unwrap_err().contains("overlaps"));
+        assert!(b.push(0x1000, 1, pe::PRESENT).unwrap_err().contains("out of order"));
     }
 
     #[test]
@@ -510,18 +421,9 @@ mod tests {
 
     #[test]
     fn old_entries_without_flags_or_nr_pages() {
-        let e = PagemapEntry {
-            vaddr: 0,
-            compat_nr_pages: 3,
-            in_parent: Some(true),
-            flags: None,
-            nr_pages: None,
-        };
+        let e = PagemapEntry { vaddr: 0, compat_nr_pages: 3, in_parent: Some(true), flags: None, nr_pages: None };
         assert_eq!((entry_nr_pages(&e), entry_flags(&e)), (3, pe::PARENT));
-        let e = PagemapEntry {
-            in_parent: None,
-            ..e
-        };
+        let e = PagemapEntry { in_parent: None, ..e };
         assert_eq!(entry_flags(&e), pe::PRESENT);
     }
 
@@ -534,17 +436,9 @@ mod tests {
         let (head, e) = b.finish();
         let idx = PagesIndex::new(Path::new("pagemap-1.img"), &head, &e).unwrap();
         assert_eq!(idx.present_bytes(), 3 * P);
-        assert_eq!(
-            idx.find(0x10000 + P + 5)
-                .unwrap()
-                .offset_of(0x10000 + P + 5),
-            Some(P + 5)
-        );
+        assert_eq!(idx.find(0x10000 + P + 5).unwrap().offset_of(0x10000 + P + 5), Some(P + 5));
         assert_eq!(idx.find(0x21000).unwrap().offset, None);
-        assert_eq!(
-            idx.find(0x30010).unwrap().offset_of(0x30010),
-            Some(2 * P + 0x10)
-        );
+        assert_eq!(idx.find(0x30010).unwrap().offset_of(0x30010), Some(2 * P + 0x10));
         assert!(idx.find(0x12000).is_none());
         assert!(idx.find(0).is_none());
         assert_eq!(idx.pages_in(0x11000, 0x22000), 1 + 2);
@@ -560,8 +454,7 @@ mod tests {
             flags: Some(pe::PRESENT),
             nr_pages: None,
         };
-        let err = PagesIndex::new(Path::new("pm.img"), &head, &[mk(0x2000, 2), mk(0x3000, 1)])
-            .unwrap_err();
+        let err = PagesIndex::new(Path::new("pm.img"), &head, &[mk(0x2000, 2), mk(0x3000, 1)]).unwrap_err();
         assert!(err.to_string().contains("pm.img entry 2"), "{err}");
     }
 }

@@ -22,9 +22,7 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
     let tree = img.read_pstree()?;
     let files: HashMap<u32, FileEntry> = match img.read_files() {
         Ok(f) => f.into_iter().map(|f| (f.id, f)).collect(),
-        Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            HashMap::new()
-        }
+        Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
         Err(e) => return Err(e),
     };
 
@@ -34,18 +32,9 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
         None => "written by CRIU".to_owned(),
     };
     // Writing to a String cannot fail; the results are ignored below.
-    let _ = writeln!(
-        out,
-        "Image {} (image version {}, {fmt})",
-        dir.display(),
-        inv.img_version
-    );
+    let _ = writeln!(out, "Image {} (image version {}, {fmt})", dir.display(), inv.img_version);
     let _ = writeln!(out, "\nProcesses:");
-    let _ = writeln!(
-        out,
-        "{:>8} {:>8} {:>8} {:>8}  {:<8} COMM",
-        "PID", "PPID", "PGID", "SID", "THREADS"
-    );
+    let _ = writeln!(out, "{:>8} {:>8} {:>8} {:>8}  {:<8} COMM", "PID", "PPID", "PGID", "SID", "THREADS");
     let mut comms = HashMap::new();
     for p in &tree {
         let core = img.read_core(p.pid)?;
@@ -69,25 +58,11 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
     let (mut all_pages, mut seen_mm) = (0u64, std::collections::HashSet::new());
     for p in &tree {
         let ids = img.read_ids(p.pid)?;
-        let _ = writeln!(
-            out,
-            "\nProcess {} ({}):",
-            p.pid,
-            comms.get(&p.pid).map_or("?", String::as_str)
-        );
+        let _ = writeln!(out, "\nProcess {} ({}):", p.pid, comms.get(&p.pid).map_or("?", String::as_str));
         let mm = img.read_mm(p.pid)?;
         let index = img.read_pages_index(p.pid)?;
-        let _ = writeln!(
-            out,
-            "  exe: {}",
-            file_desc(&files, FdTypes::Reg as i32, mm.exe_file_id)
-        );
-        let _ = writeln!(
-            out,
-            "  memory ({} areas, pages-{}.img):",
-            mm.vmas.len(),
-            index.pages_id()
-        );
+        let _ = writeln!(out, "  exe: {}", file_desc(&files, FdTypes::Reg as i32, mm.exe_file_id));
+        let _ = writeln!(out, "  memory ({} areas, pages-{}.img):", mm.vmas.len(), index.pages_id());
         for v in &mm.vmas {
             let pages = index.pages_in(v.start, v.end);
             let _ = writeln!(
@@ -96,11 +71,7 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
                 v.start,
                 v.end,
                 prot_str(v.prot),
-                if v.flags & 0x01 != 0 {
-                    "shared"
-                } else {
-                    "private"
-                },
+                if v.flags & 0x01 != 0 { "shared" } else { "private" },
                 pages,
                 vma_kind(v, &files)
             );
@@ -119,26 +90,11 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
         let _ = writeln!(out, "  fds (table {}):", ids.files_id);
         for fd in &fds {
             let cloexec = if fd.flags & 1 != 0 { " (cloexec)" } else { "" };
-            let _ = writeln!(
-                out,
-                "    {:>5}: {}{cloexec}",
-                fd.fd,
-                file_desc(&files, fd.r#type, fd.id)
-            );
+            let _ = writeln!(out, "    {:>5}: {}{cloexec}", fd.fd, file_desc(&files, fd.r#type, fd.id));
         }
         if let Ok(fs) = img.read_fs(p.pid) {
-            let _ = writeln!(
-                out,
-                "    {:>5}: {}",
-                "cwd",
-                file_desc(&files, FdTypes::Reg as i32, fs.cwd_id)
-            );
-            let _ = writeln!(
-                out,
-                "    {:>5}: {}",
-                "root",
-                file_desc(&files, FdTypes::Reg as i32, fs.root_id)
-            );
+            let _ = writeln!(out, "    {:>5}: {}", "cwd", file_desc(&files, FdTypes::Reg as i32, fs.cwd_id));
+            let _ = writeln!(out, "    {:>5}: {}", "root", file_desc(&files, FdTypes::Reg as i32, fs.root_id));
         }
     }
     let _ = writeln!(
@@ -155,23 +111,14 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
 fn tree_order(tree: &[PstreeEntry]) -> Vec<(&PstreeEntry, usize)> {
     let pids: std::collections::HashSet<u32> = tree.iter().map(|p| p.pid).collect();
     let mut out = Vec::with_capacity(tree.len());
-    let mut stack: Vec<(&PstreeEntry, usize)> = tree
-        .iter()
-        .filter(|p| !pids.contains(&p.ppid))
-        .rev()
-        .map(|p| (p, 0))
-        .collect();
+    let mut stack: Vec<(&PstreeEntry, usize)> =
+        tree.iter().filter(|p| !pids.contains(&p.ppid)).rev().map(|p| (p, 0)).collect();
     while let Some((p, depth)) = stack.pop() {
         out.push((p, depth));
         if out.len() > tree.len() {
             break; // a cycle; the tree is damaged, show what we have
         }
-        stack.extend(
-            tree.iter()
-                .filter(|c| c.ppid == p.pid && c.pid != p.pid)
-                .rev()
-                .map(|c| (c, depth + 1)),
-        );
+        stack.extend(tree.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid).rev().map(|c| (c, depth + 1)));
     }
     out
 }
@@ -193,10 +140,7 @@ fn count_pages(index: &PagesIndex) -> (u64, u64, u64) {
 }
 
 fn prot_str(prot: u32) -> String {
-    [(1, 'r'), (2, 'w'), (4, 'x')]
-        .iter()
-        .map(|&(bit, c)| if prot & bit != 0 { c } else { '-' })
-        .collect()
+    [(1, 'r'), (2, 'w'), (4, 'x')].iter().map(|&(bit, c)| if prot & bit != 0 { c } else { '-' }).collect()
 }
 
 fn vma_kind(v: &VmaEntry, files: &HashMap<u32, FileEntry>) -> String {
@@ -232,10 +176,7 @@ fn vma_kind(v: &VmaEntry, files: &HashMap<u32, FileEntry>) -> String {
 }
 
 fn file_desc(files: &HashMap<u32, FileEntry>, fd_type: i32, id: u32) -> String {
-    let ty = FdTypes::try_from(fd_type).map_or_else(
-        |_| format!("type {fd_type}"),
-        |t| t.as_str_name().to_owned(),
-    );
+    let ty = FdTypes::try_from(fd_type).map_or_else(|_| format!("type {fd_type}"), |t| t.as_str_name().to_owned());
     let Some(f) = files.get(&id) else {
         return format!("{ty} id {id} (not in files.img)");
     };
@@ -256,22 +197,13 @@ mod tests {
     use super::*;
 
     fn p(pid: u32, ppid: u32) -> PstreeEntry {
-        PstreeEntry {
-            pid,
-            ppid,
-            pgid: pid,
-            sid: pid,
-            threads: vec![pid],
-        }
+        PstreeEntry { pid, ppid, pgid: pid, sid: pid, threads: vec![pid] }
     }
 
     #[test]
     fn tree_order_is_depth_first() {
         let tree = [p(1, 0), p(5, 1), p(2, 1), p(6, 5), p(9, 77)];
-        let got: Vec<_> = tree_order(&tree)
-            .into_iter()
-            .map(|(p, d)| (p.pid, d))
-            .collect();
+        let got: Vec<_> = tree_order(&tree).into_iter().map(|(p, d)| (p.pid, d)).collect();
         assert_eq!(got, [(1, 0), (5, 1), (6, 2), (2, 1), (9, 0)]);
     }
 

@@ -9,10 +9,7 @@ use prost::Message;
 use stasis_image::flags::{pe, IMG_VERSION, STASIS_FORMAT};
 use stasis_image::magic::file_name;
 use stasis_image::pb::{self, FdTypes};
-use stasis_image::{
-    ImageDir, ImageDirWriter, ImageError, ImageKind, ImageReader, ImageWriter, PageReader,
-    PAGE_SIZE,
-};
+use stasis_image::{ImageDir, ImageDirWriter, ImageError, ImageKind, ImageReader, ImageWriter, PageReader, PAGE_SIZE};
 
 /// Writes `msg` as an image of `kind`, reads it back, compares.
 fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(kind: ImageKind, msg: M) {
@@ -28,22 +25,9 @@ fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(kind: ImageKin
 fn every_message_kind_round_trips() {
     round_trip(
         ImageKind::Inventory,
-        pb::InventoryEntry {
-            img_version: 2,
-            stasis_format: Some(1),
-            ..Default::default()
-        },
+        pb::InventoryEntry { img_version: 2, stasis_format: Some(1), ..Default::default() },
     );
-    round_trip(
-        ImageKind::Pstree,
-        pb::PstreeEntry {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            threads: vec![1, 2],
-        },
-    );
+    round_trip(ImageKind::Pstree, pb::PstreeEntry { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: vec![1, 2] });
     round_trip(ImageKind::Core, core(PARENT, PARENT, "server"));
     round_trip(ImageKind::Core, core(PARENT, THREAD, "server"));
     round_trip(ImageKind::Mm, mm(PARENT));
@@ -59,30 +43,13 @@ fn every_message_kind_round_trips() {
         },
     );
     round_trip(ImageKind::Ids, ids(PARENT));
-    round_trip(
-        ImageKind::Fs,
-        pb::FsEntry {
-            cwd_id: 1,
-            root_id: 2,
-            umask: Some(0o22),
-        },
-    );
+    round_trip(ImageKind::Fs, pb::FsEntry { cwd_id: 1, root_id: 2, umask: Some(0o22) });
     round_trip(ImageKind::Files, reg(1, "/etc/passwd", 0));
     round_trip(ImageKind::Files, pipe(2, 1));
     round_trip(ImageKind::Fdinfo, fd(3, 2, FdTypes::Pipe));
-    round_trip(
-        ImageKind::PipesData,
-        pb::PipeDataEntry {
-            pipe_id: 1,
-            bytes: 0,
-            size: Some(4096),
-        },
-    );
+    round_trip(ImageKind::PipesData, pb::PipeDataEntry { pipe_id: 1, bytes: 0, size: Some(4096) });
     round_trip(ImageKind::Creds, thread_core(1).creds.unwrap());
-    round_trip(
-        ImageKind::Sigacts,
-        core(1, 1, "x").tc.unwrap().sigactions[0],
-    );
+    round_trip(ImageKind::Sigacts, core(1, 1, "x").tc.unwrap().sigactions[0]);
     round_trip(
         ImageKind::Stats,
         pb::StatsEntry {
@@ -99,38 +66,15 @@ fn every_message_kind_round_trips() {
     round_trip(
         ImageKind::Seccomp,
         pb::SeccompEntry {
-            seccomp_filters: vec![pb::SeccompFilter {
-                filter: vec![1, 2, 3],
-                prev: Some(1),
-                flags: None,
-            }],
+            seccomp_filters: vec![pb::SeccompFilter { filter: vec![1, 2, 3], prev: Some(1), flags: None }],
         },
     );
     round_trip(ImageKind::Rlimit, pb::RlimitEntry { cur: 1, max: 2 });
-    round_trip(
-        ImageKind::Itimers,
-        pb::ItimerEntry {
-            isec: 1,
-            iusec: 2,
-            vsec: 3,
-            vusec: 4,
-        },
-    );
-    round_trip(
-        ImageKind::PosixTimers,
-        core(1, 1, "x").tc.unwrap().timers.unwrap().posix[0],
-    );
+    round_trip(ImageKind::Itimers, pb::ItimerEntry { isec: 1, iusec: 2, vsec: 3, vusec: 4 });
+    round_trip(ImageKind::PosixTimers, core(1, 1, "x").tc.unwrap().timers.unwrap().posix[0]);
     round_trip(ImageKind::Pipes, pipe(2, 1).pipe.unwrap());
     round_trip(ImageKind::RegFiles, reg(1, "/x", 0).reg.unwrap());
-    round_trip(
-        ImageKind::EventfdFile,
-        pb::EventfdFileEntry {
-            id: 1,
-            flags: 0,
-            fown: fown(),
-            counter: 9,
-        },
-    );
+    round_trip(ImageKind::EventfdFile, pb::EventfdFileEntry { id: 1, flags: 0, fown: fown(), counter: 9 });
 }
 
 #[test]
@@ -140,58 +84,31 @@ fn image_set_reads_back() {
     let img = ImageDir::open(&dir).unwrap();
 
     let inv = img.read_inventory().unwrap();
-    assert_eq!(
-        (inv.img_version, inv.stasis_format),
-        (IMG_VERSION, Some(STASIS_FORMAT))
-    );
+    assert_eq!((inv.img_version, inv.stasis_format), (IMG_VERSION, Some(STASIS_FORMAT)));
     assert_eq!(inv.root_ids, Some(ids(PARENT)));
     let tree = img.read_pstree().unwrap();
-    assert_eq!(
-        tree.iter().map(|p| (p.pid, p.ppid)).collect::<Vec<_>>(),
-        [(PARENT, 0), (CHILD, PARENT)]
-    );
-    assert_eq!(
-        img.read_core(THREAD).unwrap(),
-        core(PARENT, THREAD, "server")
-    );
+    assert_eq!(tree.iter().map(|p| (p.pid, p.ppid)).collect::<Vec<_>>(), [(PARENT, 0), (CHILD, PARENT)]);
+    assert_eq!(img.read_core(THREAD).unwrap(), core(PARENT, THREAD, "server"));
     let c = img.read_core(PARENT).unwrap();
-    assert_eq!(
-        c.thread_info.as_ref().unwrap().xsave_raw.as_deref(),
-        Some(&[0xa5; 2696][..])
-    );
+    assert_eq!(c.thread_info.as_ref().unwrap().xsave_raw.as_deref(), Some(&[0xa5; 2696][..]));
     assert_eq!(c.thread_info.unwrap().gpregs.fs_base, 0x7f00_0000_0740);
     assert_eq!(img.read_mm(CHILD).unwrap(), mm(CHILD));
     assert_eq!(img.read_ids(CHILD).unwrap(), ids(CHILD));
     assert_eq!(img.read_fs(PARENT).unwrap().cwd_id, CWD_ID);
     assert_eq!(img.read_files().unwrap().len(), 7);
-    assert_eq!(
-        img.read_fdinfo(PARENT).unwrap()[3],
-        fd(3, PIPE_W_ID, FdTypes::Pipe)
-    );
+    assert_eq!(img.read_fdinfo(PARENT).unwrap()[3], fd(3, PIPE_W_ID, FdTypes::Pipe));
     let pipes = img.read_pipes_data().unwrap();
     assert_eq!(pipes[0].entry.bytes as usize, pipes[0].data.len());
     assert_eq!(pipes[0].data, b"hello through the pipe\n");
     let tcp = img.read_tcp_stream(TCP_INO).unwrap();
-    assert_eq!(
-        (tcp.inq.as_slice(), tcp.outq.as_slice(), tcp.entry.outq_len),
-        (&b"in"[..], &b"out"[..], 3)
-    );
-    assert_eq!(
-        img.read_seccomp().unwrap().unwrap().seccomp_filters.len(),
-        1
-    );
-    assert_eq!(
-        img.read_dump_stats().unwrap().dump.unwrap().pages_written,
-        10
-    );
+    assert_eq!((tcp.inq.as_slice(), tcp.outq.as_slice(), tcp.entry.outq_len), (&b"in"[..], &b"out"[..], 3));
+    assert_eq!(img.read_seccomp().unwrap().unwrap().seccomp_filters.len(), 1);
+    assert_eq!(img.read_dump_stats().unwrap().dump.unwrap().pages_written, 10);
 
     // Pagemap: two pushes at 0x1000000.. merged; parent run has no bytes.
     let (head, entries) = img.read_pagemap(PARENT).unwrap();
     assert_eq!(head.pages_id, 1);
-    let runs: Vec<_> = entries
-        .iter()
-        .map(|e| (e.vaddr, e.compat_nr_pages, e.flags.unwrap()))
-        .collect();
+    let runs: Vec<_> = entries.iter().map(|e| (e.vaddr, e.compat_nr_pages, e.flags.unwrap())).collect();
     assert_eq!(
         runs,
         [
@@ -203,13 +120,7 @@ fn image_set_reads_back() {
     );
     let index = img.read_pages_index(PARENT).unwrap();
     let pages = PageReader::open(img.pages_path(index.pages_id()), &index).unwrap();
-    let expect = [
-        (0x100_0000, 1u8),
-        (0x100_1000, 2),
-        (0x100_2000, 3),
-        (0x7f00_0000_0000, 4),
-        (0x7ffc_0000_1000, 5),
-    ];
+    let expect = [(0x100_0000, 1u8), (0x100_1000, 2), (0x100_2000, 3), (0x7f00_0000_0000, 4), (0x7ffc_0000_1000, 5)];
     for (addr, byte) in expect {
         let off = index.find(addr + 10).unwrap().offset_of(addr + 10).unwrap();
         let mut b = [0u8; 1];
@@ -217,10 +128,7 @@ fn image_set_reads_back() {
         assert_eq!(b[0], byte, "page at {addr:#x}");
     }
     assert!(index.find(0x100_3000).unwrap().offset.is_none());
-    assert_eq!(
-        pages.read_run(&index.runs()[0]).unwrap().len() as u64,
-        3 * PAGE_SIZE
-    );
+    assert_eq!(pages.read_run(&index.runs()[0]).unwrap().len() as u64, 3 * PAGE_SIZE);
     assert!(pages.read_run(&index.runs()[1]).is_err());
 }
 
@@ -230,57 +138,28 @@ fn truncated_pages_file_is_refused() {
     let dir = write_image_set(&tmp.path().join("ck"));
     let img = ImageDir::open(&dir).unwrap();
     let index = img.read_pages_index(CHILD).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(img.pages_path(2))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(img.pages_path(2)).unwrap();
     f.set_len(PAGE_SIZE).unwrap();
     let err = PageReader::open(img.pages_path(2), &index).unwrap_err();
-    assert!(
-        err.to_string().contains("pages-2.img is truncated"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("pages-2.img is truncated"), "{err}");
 }
 
 #[test]
 fn unknown_versions_are_refused() {
-    for (img_version, stasis_format, field) in [
-        (1, None, "img_version"),
-        (2, Some(STASIS_FORMAT + 1), "stasis_format"),
-    ] {
+    for (img_version, stasis_format, field) in [(1, None, "img_version"), (2, Some(STASIS_FORMAT + 1), "stasis_format")]
+    {
         let tmp = TempDir::new("ver");
-        let mut w =
-            ImageWriter::create(tmp.path().join(file_name::INVENTORY), ImageKind::Inventory)
-                .unwrap();
-        w.write(&pb::InventoryEntry {
-            img_version,
-            stasis_format,
-            ..Default::default()
-        })
-        .unwrap();
+        let mut w = ImageWriter::create(tmp.path().join(file_name::INVENTORY), ImageKind::Inventory).unwrap();
+        w.write(&pb::InventoryEntry { img_version, stasis_format, ..Default::default() }).unwrap();
         w.finish().unwrap();
-        let err = ImageDir::open(tmp.path())
-            .unwrap()
-            .read_inventory()
-            .unwrap_err();
-        assert!(
-            matches!(err, ImageError::UnknownVersion { field: f, .. } if f == field),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("is from an unknown version"),
-            "{err}"
-        );
+        let err = ImageDir::open(tmp.path()).unwrap().read_inventory().unwrap_err();
+        assert!(matches!(err, ImageError::UnknownVersion { field: f, .. } if f == field), "{err}");
+        assert!(err.to_string().contains("is from an unknown version"), "{err}");
     }
     // CRIU's own inventory (no stasis_format) is accepted.
     let tmp = TempDir::new("ver");
-    let mut w =
-        ImageWriter::create(tmp.path().join(file_name::INVENTORY), ImageKind::Inventory).unwrap();
-    w.write(&pb::InventoryEntry {
-        img_version: 2,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut w = ImageWriter::create(tmp.path().join(file_name::INVENTORY), ImageKind::Inventory).unwrap();
+    w.write(&pb::InventoryEntry { img_version: 2, ..Default::default() }).unwrap();
     w.finish().unwrap();
     assert!(ImageDir::open(tmp.path()).unwrap().read_inventory().is_ok());
 }
@@ -292,13 +171,7 @@ fn staging_writer_commit_rules() {
     let hidden = |tmp: &TempDir| {
         std::fs::read_dir(tmp.path())
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
             .count()
     };
 
@@ -307,12 +180,7 @@ fn staging_writer_commit_rules() {
         let w = ImageDirWriter::create(&final_dir).unwrap();
         w.write_pstree(&[]).unwrap();
         assert!(w.path().join(file_name::PSTREE).exists());
-        assert!(w
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".ck.tmp-"));
+        assert!(w.path().file_name().unwrap().to_string_lossy().starts_with(".ck.tmp-"));
     }
     assert!(!final_dir.exists());
     assert_eq!(hidden(&tmp), 0);
@@ -328,10 +196,7 @@ fn staging_writer_commit_rules() {
     // A non-empty one is refused up front...
     let err = ImageDirWriter::create(&final_dir).unwrap_err();
     assert!(matches!(err, ImageError::DirNotEmpty { .. }), "{err}");
-    assert!(
-        err.to_string().ends_with("already exists and is not empty"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("already exists and is not empty"), "{err}");
 
     // ...and at commit, if it filled up meanwhile; staging is then removed.
     let other = tmp.path().join("ck2");
@@ -359,16 +224,9 @@ fn errors_name_the_file() {
     // core-N.img where the pstree's core is expected to be.
     std::fs::copy(dir.join("mm-101.img"), dir.join("core-555.img")).unwrap();
     let err = img.read_core(555).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("core-555.img has magic 0x57492820 (MM), expected CORE"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("core-555.img has magic 0x57492820 (MM), expected CORE"), "{err}");
     let err = img.read_core(556).unwrap_err();
-    assert!(
-        err.to_string().starts_with("cannot open ") && err.to_string().contains("core-556.img"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("cannot open ") && err.to_string().contains("core-556.img"), "{err}");
 }
 
 #[test]

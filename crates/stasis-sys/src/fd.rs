@@ -17,8 +17,7 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 /// Copies fd number `target_fd` of the process behind `pidfd` into ours.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
-    let fd =
-        check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -34,16 +33,10 @@ pub fn pipe(flags: i32) -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Duplicates up to `len` bytes from pipe `from` into pipe `to` without
 /// consuming them (`tee(2)`). Returns the number of bytes copied.
-pub fn tee(
-    from: BorrowedFd<'_>,
-    to: BorrowedFd<'_>,
-    len: usize,
-    nonblock: bool,
-) -> io::Result<usize> {
+pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize, nonblock: bool) -> io::Result<usize> {
     let flags = if nonblock { libc::SPLICE_F_NONBLOCK } else { 0 };
     // SAFETY: plain syscall on fds we borrow.
-    let n =
-        check(unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, flags) } as libc::c_long)?;
+    let n = check(unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, flags) } as libc::c_long)?;
     Ok(n as usize)
 }
 
@@ -64,10 +57,7 @@ pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// Sets a pipe's capacity (`F_SETPIPE_SZ`); returns the new size.
 pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
     // SAFETY: plain fcntl with integer arguments.
-    Ok(
-        check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?
-            as usize,
-    )
+    Ok(check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })? as usize)
 }
 
 /// File status flags (`F_GETFL`).
@@ -87,16 +77,8 @@ pub fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
 pub fn kcmp_file(pid1: Pid, pid2: Pid, a: i32, b: i32) -> io::Result<i32> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: plain syscall with integer arguments.
-    Ok(check(unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1,
-            pid2,
-            KCMP_FILE,
-            a as libc::c_long,
-            b as libc::c_long,
-        )
-    })? as i32)
+    Ok(check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, a as libc::c_long, b as libc::c_long) })?
+        as i32)
 }
 
 /// Duplicates `fd` onto the number `target` in this process (`dup3`).

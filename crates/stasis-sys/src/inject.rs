@@ -86,12 +86,7 @@ impl Injector {
     /// longer runs.
     pub fn new(tid: Pid, syscall_ip: u64) -> io::Result<Self> {
         let saved = restart_syscall_regs(ptrace::get_regs(tid)?);
-        Ok(Injector {
-            tid,
-            syscall_ip,
-            saved,
-            finished: false,
-        })
+        Ok(Injector { tid, syscall_ip, saved, finished: false })
     }
 
     /// The task this injector drives.
@@ -144,21 +139,13 @@ impl Injector {
         let mut new_tasks = Vec::new();
         self.expect_syscall_stop("exit", &mut new_tasks)?;
         let after = ptrace::get_regs(self.tid)?;
-        Ok(SyscallOutcome {
-            ret: after.rax as i64,
-            new_tasks,
-        })
+        Ok(SyscallOutcome { ret: after.rax as i64, new_tasks })
     }
 
     /// Runs a last syscall (typically the `munmap` of the scratch page the
     /// `syscall` instruction lives in) and, at its exit stop, installs
     /// `final_regs` so the task never returns into the unmapped page.
-    pub fn syscall_then_set(
-        &mut self,
-        nr: i64,
-        args: [u64; 6],
-        final_regs: UserRegs,
-    ) -> io::Result<i64> {
+    pub fn syscall_then_set(&mut self, nr: i64, args: [u64; 6], final_regs: UserRegs) -> io::Result<i64> {
         let ret = self.syscall(nr, args)?;
         self.saved = final_regs;
         ptrace::set_regs(self.tid, &self.saved)?;

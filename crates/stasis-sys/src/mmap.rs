@@ -21,30 +21,17 @@ unsafe impl Send for FileMap {}
 impl FileMap {
     /// Maps `len` bytes of `file` read-only (`len` may be 0).
     pub fn read_only(file: &File, len: usize) -> io::Result<FileMap> {
-        Self::map(
-            file,
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_POPULATE,
-        )
+        Self::map(file, len, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
     }
 
     /// Maps `len` bytes of `file` shared, read-write; writes go to the file.
     pub fn read_write(file: &File, len: usize) -> io::Result<FileMap> {
-        Self::map(
-            file,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-        )
+        Self::map(file, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
     }
 
     fn map(file: &File, len: usize, prot: i32, flags: i32) -> io::Result<FileMap> {
         if len == 0 {
-            return Ok(FileMap {
-                ptr: std::ptr::NonNull::dangling().as_ptr(),
-                len: 0,
-            });
+            return Ok(FileMap { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0 });
         }
         // SAFETY: a fresh mapping chosen by the kernel; the file stays open
         // long enough (mappings outlive their fd).
@@ -72,10 +59,7 @@ impl FileMap {
     pub fn advise_sequential(&self) {
         if self.len > 0 {
             // SAFETY: advice on our own live mapping.
-            let _ = check(
-                unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_SEQUENTIAL) }
-                    as libc::c_long,
-            );
+            let _ = check(unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_SEQUENTIAL) } as libc::c_long);
         }
     }
 }

@@ -63,21 +63,12 @@ pub const STUB_EXIT_RESUMED: i32 = 122;
 /// `scratch_addr` of `scratch_len` bytes (read-write-execute) whose start
 /// holds `code`, traced by us and stopped with SIGSTOP (the caller must
 /// `ptrace::wait` for that stop). Fails with `EEXIST` if the pid is taken.
-pub fn spawn_stub(
-    set_tid: Option<Pid>,
-    scratch_addr: u64,
-    scratch_len: usize,
-    code: &[u8],
-) -> io::Result<Pid> {
+pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, code: &[u8]) -> io::Result<Pid> {
     assert!(code.len() <= scratch_len);
     let tid_arr: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: if set_tid.is_some() {
-            tid_arr.as_ptr() as u64
-        } else {
-            0
-        },
+        set_tid: if set_tid.is_some() { tid_arr.as_ptr() as u64 } else { 0 },
         set_tid_size: if set_tid.is_some() { 1 } else { 0 },
         ..Default::default()
     };
@@ -85,13 +76,7 @@ pub fn spawn_stub(
     // copy of our memory. In the child we only make raw syscalls and copy
     // bytes (async-signal-safe), then stop or _exit; it never returns into
     // Rust code that could touch locks or allocators.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
     if ret == 0 {
         // SAFETY: child side; see above. The mapping is new (NOREPLACE) and
         // exactly scratch_len long, so the copy stays inside it.
@@ -193,8 +178,7 @@ pub fn interrupted() -> bool {
 /// reparent to us while we restore).
 pub fn set_child_subreaper(on: bool) -> io::Result<()> {
     // SAFETY: plain prctl with integer arguments.
-    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) })
-        .map(drop)
+    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) }).map(drop)
 }
 
 /// Signals (bit `n-1` for signal `n`) whose disposition in this process is

@@ -83,14 +83,7 @@ fn ptrace_raw(req: libc::c_uint, tid: Pid, addr: u64, data: u64) -> io::Result<l
     // SAFETY: the request and arguments are passed to the kernel, which
     // validates them; any pointer in addr/data was built by our callers from
     // a live local object of the size the request expects.
-    check(unsafe {
-        libc::ptrace(
-            req,
-            tid,
-            addr as *mut libc::c_void,
-            data as *mut libc::c_void,
-        )
-    })
+    check(unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) })
 }
 
 /// Attaches to `tid` without stopping it.
@@ -142,12 +135,7 @@ pub fn get_regs(tid: Pid) -> io::Result<UserRegs> {
         iov_base: &mut regs as *mut UserRegs as *mut libc::c_void,
         iov_len: std::mem::size_of::<UserRegs>(),
     };
-    ptrace_raw(
-        libc::PTRACE_GETREGSET,
-        tid,
-        NT_PRSTATUS as u64,
-        &mut iov as *mut _ as u64,
-    )?;
+    ptrace_raw(libc::PTRACE_GETREGSET, tid, NT_PRSTATUS as u64, &mut iov as *mut _ as u64)?;
     Ok(regs)
 }
 
@@ -158,13 +146,7 @@ pub fn set_regs(tid: Pid, regs: &UserRegs) -> io::Result<()> {
         iov_base: &mut copy as *mut UserRegs as *mut libc::c_void,
         iov_len: std::mem::size_of::<UserRegs>(),
     };
-    ptrace_raw(
-        libc::PTRACE_SETREGSET,
-        tid,
-        NT_PRSTATUS as u64,
-        &mut iov as *mut _ as u64,
-    )
-    .map(drop)
+    ptrace_raw(libc::PTRACE_SETREGSET, tid, NT_PRSTATUS as u64, &mut iov as *mut _ as u64).map(drop)
 }
 
 /// Size of the XSAVE area the kernel uses for `NT_X86_XSTATE` (CPUID 0xD.0
@@ -180,16 +162,8 @@ pub fn xstate_size() -> usize {
 /// non-compacted user format.
 pub fn get_xstate(tid: Pid) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; xstate_size()];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    ptrace_raw(
-        libc::PTRACE_GETREGSET,
-        tid,
-        NT_X86_XSTATE as u64,
-        &mut iov as *mut _ as u64,
-    )?;
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    ptrace_raw(libc::PTRACE_GETREGSET, tid, NT_X86_XSTATE as u64, &mut iov as *mut _ as u64)?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
@@ -197,17 +171,8 @@ pub fn get_xstate(tid: Pid) -> io::Result<Vec<u8>> {
 /// Writes an XSAVE area read by [`get_xstate`].
 pub fn set_xstate(tid: Pid, xstate: &[u8]) -> io::Result<()> {
     let mut buf = xstate.to_vec();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    ptrace_raw(
-        libc::PTRACE_SETREGSET,
-        tid,
-        NT_X86_XSTATE as u64,
-        &mut iov as *mut _ as u64,
-    )
-    .map(drop)
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    ptrace_raw(libc::PTRACE_SETREGSET, tid, NT_X86_XSTATE as u64, &mut iov as *mut _ as u64).map(drop)
 }
 
 /// Reads the blocked-signals mask of a thread.
@@ -241,12 +206,7 @@ pub fn peek_siginfo(tid: Pid, shared: bool) -> io::Result<Vec<RawSiginfo>> {
             flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
             nr: buf.len() as i32,
         };
-        let n = ptrace_raw(
-            PTRACE_PEEKSIGINFO,
-            tid,
-            &mut args as *mut _ as u64,
-            buf.as_mut_ptr() as u64,
-        )?;
+        let n = ptrace_raw(PTRACE_PEEKSIGINFO, tid, &mut args as *mut _ as u64, buf.as_mut_ptr() as u64)?;
         if n <= 0 {
             return Ok(out);
         }
@@ -269,12 +229,7 @@ pub fn get_rseq_config(tid: Pid) -> io::Result<RseqConfig> {
 /// `PTRACE_GET_SYSCALL_INFO` op field: 0 none, 1 entry, 2 exit, 3 seccomp.
 pub fn syscall_info_op(tid: Pid) -> io::Result<u8> {
     let mut buf = [0u8; 88];
-    ptrace_raw(
-        PTRACE_GET_SYSCALL_INFO,
-        tid,
-        buf.len() as u64,
-        buf.as_mut_ptr() as u64,
-    )?;
+    ptrace_raw(PTRACE_GET_SYSCALL_INFO, tid, buf.len() as u64, buf.as_mut_ptr() as u64)?;
     Ok(buf[0])
 }
 

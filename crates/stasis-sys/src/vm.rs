@@ -28,41 +28,18 @@ pub fn write_ranges(pid: Pid, ranges: &[RemoteRange], buf: &[u8]) -> io::Result<
 
 /// Reads one remote range.
 pub fn read(pid: Pid, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-    read_ranges(
-        pid,
-        &[RemoteRange {
-            addr,
-            len: buf.len(),
-        }],
-        buf,
-    )
+    read_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)
 }
 
 /// Writes one remote range.
 pub fn write(pid: Pid, addr: u64, buf: &[u8]) -> io::Result<()> {
-    write_ranges(
-        pid,
-        &[RemoteRange {
-            addr,
-            len: buf.len(),
-        }],
-        buf,
-    )
+    write_ranges(pid, &[RemoteRange { addr, len: buf.len() }], buf)
 }
 
-fn transfer(
-    pid: Pid,
-    ranges: &[RemoteRange],
-    local: *mut u8,
-    local_len: usize,
-    write: bool,
-) -> io::Result<()> {
+fn transfer(pid: Pid, ranges: &[RemoteRange], local: *mut u8, local_len: usize, write: bool) -> io::Result<()> {
     let total: usize = ranges.iter().map(|r| r.len).sum();
     if total != local_len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "remote ranges and local buffer differ in size",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "remote ranges and local buffer differ in size"));
     }
     let mut offset = 0usize;
     let mut idx = 0usize;
@@ -74,10 +51,7 @@ fn transfer(
         let mut batch_len = 0usize;
         for (k, r) in ranges[idx..].iter().enumerate().take(IOV_MAX) {
             let skip = if k == 0 { done_in_range } else { 0 };
-            remote.push(libc::iovec {
-                iov_base: (r.addr as usize + skip) as *mut libc::c_void,
-                iov_len: r.len - skip,
-            });
+            remote.push(libc::iovec { iov_base: (r.addr as usize + skip) as *mut libc::c_void, iov_len: r.len - skip });
             batch_len += r.len - skip;
         }
         let local_iov = libc::iovec {
@@ -90,33 +64,16 @@ fn transfer(
         // interpreted in the target's address space by the kernel.
         let n = check(unsafe {
             if write {
-                libc::process_vm_writev(
-                    pid,
-                    &local_iov,
-                    1,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
+                libc::process_vm_writev(pid, &local_iov, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
             } else {
-                libc::process_vm_readv(
-                    pid,
-                    &local_iov,
-                    1,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
+                libc::process_vm_readv(pid, &local_iov, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0)
             }
         } as libc::c_long)? as usize;
         if n == 0 {
             let r = ranges[idx];
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!(
-                    "pid {pid}: memory at {:#x} is not accessible",
-                    r.addr as usize + done_in_range
-                ),
+                format!("pid {pid}: memory at {:#x} is not accessible", r.addr as usize + done_in_range),
             ));
         }
         offset += n;

@@ -15,13 +15,7 @@ impl log::Log for StderrLogger {
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
             let t = self.start.elapsed();
-            eprintln!(
-                "[{:>4}.{:03}ms {:5}] {}",
-                t.as_millis(),
-                t.subsec_micros() % 1000,
-                r.level(),
-                r.args()
-            );
+            eprintln!("[{:>4}.{:03}ms {:5}] {}", t.as_millis(), t.subsec_micros() % 1000, r.level(), r.args());
         }
     }
 
@@ -30,9 +24,7 @@ impl log::Log for StderrLogger {
 
 /// Installs the logger at `level`.
 pub fn init(level: log::LevelFilter) {
-    let logger = Box::leak(Box::new(StderrLogger {
-        start: Instant::now(),
-    }));
+    let logger = Box::leak(Box::new(StderrLogger { start: Instant::now() }));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }

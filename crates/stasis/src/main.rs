@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "stasis",
-    version,
-    about = "Checkpoint and restore Linux process trees and containers"
-)]
+#[command(name = "stasis", version, about = "Checkpoint and restore Linux process trees and containers")]
 struct Cli {
     /// error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
@@ -77,8 +73,7 @@ enum ImageCmd {
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse()
-        .map_err(|_| format!("unknown log level {s:?} (error, warn, info, debug, trace)"))
+    s.parse().map_err(|_| format!("unknown log level {s:?} (error, warn, info, debug, trace)"))
 }
 
 /// One line: the error followed by its causes.
@@ -109,9 +104,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Process(ProcessCmd::Dump(a)) => {
-            let opts = stasis_engine::DumpOpts {
-                leave_running: a.leave_running,
-            };
+            let opts = stasis_engine::DumpOpts { leave_running: a.leave_running };
             match stasis_engine::dump(a.pid, &a.images, &opts) {
                 Ok(s) => {
                     log::info!(
@@ -125,16 +118,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Process(ProcessCmd::Restore(a)) => {
-            let restored =
-                match stasis_engine::restore(&a.images, &stasis_engine::RestoreOpts::default()) {
-                    Ok(r) => r,
-                    Err(e) => return fail(&e),
-                };
-            log::info!(
-                "restored {} processes in {:?}",
-                restored.processes,
-                restored.restore_time
-            );
+            let restored = match stasis_engine::restore(&a.images, &stasis_engine::RestoreOpts::default()) {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            log::info!("restored {} processes in {:?}", restored.processes, restored.restore_time);
             if let Some(p) = &a.pidfile {
                 if let Err(e) = std::fs::write(p, format!("{}\n", restored.root_pid)) {
                     eprintln!("stasis: writing pid file {}: {e}", p.display());

@@ -19,11 +19,7 @@ const T: Duration = Duration::from_secs(60);
 fn dump_refused(pid: i32, images: &Path, what: &str) -> Out {
     let out = common::try_dump(pid, images, false);
     out.assert_one_line_error(what);
-    assert!(
-        !images.join("pstree.img").exists(),
-        "{what}: images written to {}",
-        images.display()
-    );
+    assert!(!images.join("pstree.img").exists(), "{what}: images written to {}", images.display());
     out
 }
 
@@ -34,17 +30,8 @@ fn assert_running(pid: i32, what: &str) {
         let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
         for t in tasks.flatten() {
             let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .next();
-            assert!(
-                !matches!(state, Some("t" | "T")),
-                "{what}: task {:?} of {pid} left stopped",
-                t.file_name()
-            );
+            let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            assert!(!matches!(state, Some("t" | "T")), "{what}: task {:?} of {pid} left stopped", t.file_name());
         }
         sleep(Duration::from_millis(200));
     }
@@ -55,14 +42,9 @@ fn dump_pid_that_does_not_exist() {
     let Some(h) = common::start("dump_no_such_pid") else {
         return;
     };
-    let max: i32 = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(32768);
-    let pid = (1000..max)
-        .rev()
-        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
-        .expect("a free pid");
+    let max: i32 =
+        fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32768);
+    let pid = (1000..max).rev().find(|p| !Path::new(&format!("/proc/{p}")).exists()).expect("a free pid");
     dump_refused(pid, &h.path("images"), "dump of a pid that does not exist");
 }
 
@@ -79,10 +61,7 @@ fn dump_zombie() {
         }
         sleep(Duration::from_millis(20));
     }
-    assert!(
-        matches!(common::proc_stat(pid), Some(('Z', ..))),
-        "{pid} is not a zombie"
-    );
+    assert!(matches!(common::proc_stat(pid), Some(('Z', ..))), "{pid} is not a zombie");
     dump_refused(pid, &h.path("images"), "dump of a zombie");
     let _ = child.wait();
 }
@@ -105,11 +84,7 @@ fn dump_stasis_itself() {
         return;
     };
     let images = h.path("images");
-    let script = format!(
-        "exec '{}' process dump $$ --images '{}'",
-        common::stasis_bin(),
-        images.display()
-    );
+    let script = format!("exec '{}' process dump $$ --images '{}'", common::stasis_bin(), images.display());
     let child = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
@@ -168,11 +143,7 @@ fn failed_dump_leaves_process_running() {
     sleep(Duration::from_millis(100));
     let blocker = h.path("not-a-dir");
     fs::write(&blocker, b"x").expect("write");
-    dump_refused(
-        pid,
-        &blocker.join("images"),
-        "dump into a path under a regular file",
-    );
+    dump_refused(pid, &blocker.join("images"), "dump into a path under a regular file");
     assert_running(pid, "failed dump");
     let _ = child.kill();
     let _ = child.wait();
@@ -186,10 +157,7 @@ fn sleep_images(h: &Harness) -> (std::path::PathBuf, i32) {
     let pid = common::pid_of(&child);
     sleep(Duration::from_millis(100));
     common::dump(pid, &images, false);
-    assert!(
-        common::wait_exit(&mut child, T).is_some(),
-        "sleep still runs after dump"
-    );
+    assert!(common::wait_exit(&mut child, T).is_some(), "sleep still runs after dump");
     (images, pid)
 }
 
@@ -208,16 +176,10 @@ fn first_file(dir: &Path, prefix: &str) -> std::path::PathBuf {
         .expect("read_dir")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
     v.sort();
-    v.into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+    v.into_iter().next().unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
 }
 
 const IMG_COMMON: u32 = 0x5456_4319;
@@ -237,10 +199,7 @@ fn set_inventory_version(path: &Path, version: u8) {
     let head = magic_offset(&b) + 4;
     let len = u32::from_le_bytes(b[head..head + 4].try_into().expect("4 bytes")) as usize;
     let payload = &b[head + 4..head + 4 + len];
-    assert_eq!(
-        payload[0], 0x08,
-        "inventory entry does not start with img_version"
-    );
+    assert_eq!(payload[0], 0x08, "inventory entry does not start with img_version");
     let mut n = 1;
     while payload[n] & 0x80 != 0 {
         n += 1;
@@ -263,16 +222,11 @@ fn restore_refuses_bad_images() {
     let (good, pid) = sleep_images(&h);
     type Corrupt = fn(&Path);
     let cases: [(&str, Corrupt); 4] = [
-        ("missing pstree.img", |d| {
-            fs::remove_file(d.join("pstree.img")).expect("rm")
-        }),
+        ("missing pstree.img", |d| fs::remove_file(d.join("pstree.img")).expect("rm")),
         ("truncated core image", |d| {
             let core = first_file(d, "core-");
             let len = fs::metadata(&core).expect("stat").len();
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&core)
-                .expect("open");
+            let f = fs::OpenOptions::new().write(true).open(&core).expect("open");
             f.set_len(len / 2).expect("truncate");
         }),
         ("corrupted magic", |d| {
@@ -284,9 +238,7 @@ fn restore_refuses_bad_images() {
             }
             fs::write(&p, b).expect("write");
         }),
-        ("unknown inventory version", |d| {
-            set_inventory_version(&d.join("inventory.img"), 99)
-        }),
+        ("unknown inventory version", |d| set_inventory_version(&d.join("inventory.img"), 99)),
     ];
     for (i, (what, corrupt)) in cases.iter().enumerate() {
         let dir = h.path(&format!("bad-{i}"));
@@ -294,14 +246,8 @@ fn restore_refuses_bad_images() {
         corrupt(&dir);
         let out = common::run_stasis(&common::restore_args(&dir), T);
         out.assert_one_line_error(&format!("restore with {what}"));
-        assert!(
-            !common::alive(pid),
-            "restore with {what} left pid {pid} running"
-        );
-        assert!(
-            common::tree_members(&[pid]).is_empty(),
-            "restore with {what} left processes"
-        );
+        assert!(!common::alive(pid), "restore with {what} left pid {pid} running");
+        assert!(common::tree_members(&[pid]).is_empty(), "restore with {what} left processes");
     }
     let out = common::run_stasis(&common::restore_args(&h.path("no-such-dir")), T);
     out.assert_one_line_error("restore from a missing dir");
@@ -316,11 +262,7 @@ fn interrupted_dump() {
         return;
     };
     let log = h.path("mem.log");
-    let child = h.spawn(
-        &[common::prog("mem").into_os_string(), "1024".into()],
-        &log,
-        true,
-    );
+    let child = h.spawn(&[common::prog("mem").into_os_string(), "1024".into()], &log, true);
     let pid = common::pid_of(&child);
     common::wait_ready(&log, Duration::from_secs(120));
     let parent = h.path("dumps");
@@ -332,31 +274,14 @@ fn interrupted_dump() {
         common::send(common::pid_of(&dumper), Signal::INT);
         let out = common::finish_stasis(dumper, Duration::from_secs(120));
         if out.ok() {
-            assert!(
-                leave_running,
-                "dump of 1 GiB finished within {delay_ms} ms: interruption not tested"
-            );
-            eprintln!(
-                "  note: dump finished within {delay_ms} ms with --leave-running; not interrupted"
-            );
+            assert!(leave_running, "dump of 1 GiB finished within {delay_ms} ms: interruption not tested");
+            eprintln!("  note: dump finished within {delay_ms} ms with --leave-running; not interrupted");
             fs::remove_dir_all(&target).expect("rm images");
         } else {
             eprintln!("  SIGINT after {delay_ms} ms: {}", out.stderr.trim());
-            assert!(
-                !target.exists(),
-                "interrupted dump left {}",
-                target.display()
-            );
-            let left: Vec<_> = fs::read_dir(&parent)
-                .expect("read_dir")
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            assert!(
-                left.is_empty(),
-                "interrupted dump left {left:?} in {}",
-                parent.display()
-            );
+            assert!(!target.exists(), "interrupted dump left {}", target.display());
+            let left: Vec<_> = fs::read_dir(&parent).expect("read_dir").flatten().map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "interrupted dump left {left:?} in {}", parent.display());
         }
         assert_running(pid, &format!("interrupted dump after {delay_ms} ms"));
     }

@@ -25,10 +25,7 @@ fn leave_running(name: &str, own_group: bool) {
     common::dump(pid, &images, true);
     for m in &members {
         assert!(common::alive(*m), "{m} is gone after dump --leave-running");
-        assert!(
-            !common::stopped(*m),
-            "{m} is left stopped after dump --leave-running"
-        );
+        assert!(!common::stopped(*m), "{m} is left stopped after dump --leave-running");
     }
     let at_dump = fs::read(&log).expect("read log");
     common::send(pid, Signal::USR1);

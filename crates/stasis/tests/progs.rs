@@ -43,13 +43,7 @@ fn mem_1g() {
         return;
     };
     let argv = [common::prog("mem").into_os_string(), "1024".into()];
-    common::zdtm_cycle(
-        &h,
-        &argv,
-        true,
-        Duration::from_secs(120),
-        Duration::from_secs(120),
-    );
+    common::zdtm_cycle(&h, &argv, true, Duration::from_secs(120), Duration::from_secs(120));
 }
 
 #[test]
@@ -76,11 +70,5 @@ fn python_bigdict() {
     };
     let script = common::repo_root().join("tests/progs/bigdict.py");
     let argv = [common::python3().into(), script.into_os_string()];
-    common::zdtm_cycle(
-        &h,
-        &argv,
-        true,
-        Duration::from_secs(120),
-        Duration::from_secs(120),
-    );
+    common::zdtm_cycle(&h, &argv, true, Duration::from_secs(120), Duration::from_secs(120));
 }

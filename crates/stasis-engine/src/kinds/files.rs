@@ -43,13 +43,7 @@ pub struct FileTable {
 }
 
 fn fown() -> pb::FownEntry {
-    pb::FownEntry {
-        uid: 0,
-        euid: 0,
-        signum: 0,
-        pid_type: 0,
-        pid: 0,
-    }
+    pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
 }
 
 impl FileTable {
@@ -113,8 +107,7 @@ impl FileTable {
             return Ok(id);
         }
         let mut bytes = Vec::new();
-        std::fs::File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))?
-            .read_to_end(&mut bytes)?;
+        std::fs::File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))?.read_to_end(&mut bytes)?;
         let id = self.push_reg(path, flags, 0, Some(bytes.len() as u64));
         self.ghosts.insert(id, bytes);
         self.by_path.insert(key, id);
@@ -123,10 +116,7 @@ impl FileTable {
 
     /// Paths of every regular-file entry, by id (restore side).
     pub fn paths(entries: &[pb::FileEntry]) -> HashMap<u32, String> {
-        entries
-            .iter()
-            .filter_map(|e| e.reg.as_ref().map(|r| (e.id, r.name.clone())))
-            .collect()
+        entries.iter().filter_map(|e| e.reg.as_ref().map(|r| (e.id, r.name.clone()))).collect()
     }
 }
 
@@ -140,10 +130,7 @@ pub struct FdSeen {
 }
 
 fn is_tty(path: &str) -> bool {
-    path.starts_with("/dev/pts/")
-        || path.starts_with("/dev/tty")
-        || path == "/dev/console"
-        || path == "/dev/ptmx"
+    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console" || path == "/dev/ptmx"
 }
 
 /// Lists the fds of `pid`, refusing kinds we cannot restore yet.
@@ -151,46 +138,25 @@ pub fn scan_fds(pid: Pid) -> Result<Vec<FdSeen>, DumpError> {
     let fds = proc::fdinfo::list_fds(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let mut out = Vec::with_capacity(fds.len());
     for f in fds {
-        let info = proc::fdinfo::read_fdinfo(pid, f.fd)
-            .map_err(|source| DumpError::Proc { pid, source })?;
+        let info = proc::fdinfo::read_fdinfo(pid, f.fd).map_err(|source| DumpError::Proc { pid, source })?;
         match &f.target {
             FdTarget::Path { path, deleted } => {
                 if *deleted {
-                    return Err(DumpError::UnsupportedFd {
-                        pid,
-                        fd: f.fd,
-                        kind: format!("deleted file {path}"),
-                    });
+                    return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("deleted file {path}") });
                 }
                 if is_tty(path) && f.fd > 2 {
-                    return Err(DumpError::UnsupportedFd {
-                        pid,
-                        fd: f.fd,
-                        kind: format!("terminal {path}"),
-                    });
+                    return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("terminal {path}") });
                 }
             }
             FdTarget::Pipe(_) => {}
             FdTarget::Socket(_) => {
-                return Err(DumpError::UnsupportedFd {
-                    pid,
-                    fd: f.fd,
-                    kind: format!("socket ({})", f.link),
-                })
+                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("socket ({})", f.link) })
             }
             FdTarget::AnonInode(name) => {
-                return Err(DumpError::UnsupportedFd {
-                    pid,
-                    fd: f.fd,
-                    kind: format!("anon inode [{name}]"),
-                })
+                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("anon inode [{name}]") })
             }
             FdTarget::Other(link) => {
-                return Err(DumpError::UnsupportedFd {
-                    pid,
-                    fd: f.fd,
-                    kind: format!("file {link}"),
-                })
+                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("file {link}") })
             }
         }
         out.push(FdSeen {
@@ -220,32 +186,24 @@ pub fn internal_pipes(all: &[(Pid, Vec<FdSeen>)]) -> std::collections::HashSet<u
             }
         }
     }
-    ends.into_iter()
-        .filter(|(_, (r, w))| *r && *w)
-        .map(|(ino, _)| ino)
-        .collect()
+    ends.into_iter().filter(|(_, (r, w))| *r && *w).map(|(ino, _)| ino).collect()
 }
 
 /// Reads a pipe's buffered bytes without consuming them.
 fn peek_pipe(pid: Pid, fd: i32) -> Result<Vec<u8>, DumpError> {
     let pidfd = sysfd::pidfd_open(pid).map_err(dump_io(pid, "pidfd_open"))?;
-    let theirs =
-        sysfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(dump_io(pid, format!("copy fd {fd}")))?;
-    let queued = sysfd::bytes_readable(theirs.as_fd())
-        .map_err(dump_io(pid, format!("FIONREAD on fd {fd}")))?;
+    let theirs = sysfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(dump_io(pid, format!("copy fd {fd}")))?;
+    let queued = sysfd::bytes_readable(theirs.as_fd()).map_err(dump_io(pid, format!("FIONREAD on fd {fd}")))?;
     if queued == 0 {
         return Ok(Vec::new());
     }
     let (r, w) = sysfd::pipe(libc::O_CLOEXEC | libc::O_NONBLOCK).map_err(dump_io(pid, "pipe"))?;
     let cap = sysfd::pipe_size(theirs.as_fd()).unwrap_or(queued);
     let _ = sysfd::set_pipe_size(w.as_fd(), cap.max(queued));
-    let n = sysfd::tee(theirs.as_fd(), w.as_fd(), queued, true)
-        .map_err(dump_io(pid, format!("tee fd {fd}")))?;
+    let n = sysfd::tee(theirs.as_fd(), w.as_fd(), queued, true).map_err(dump_io(pid, format!("tee fd {fd}")))?;
     drop(w);
     let mut buf = Vec::with_capacity(n);
-    std::fs::File::from(r)
-        .read_to_end(&mut buf)
-        .map_err(dump_io(pid, "read pipe copy"))?;
+    std::fs::File::from(r).read_to_end(&mut buf).map_err(dump_io(pid, "read pipe copy"))?;
     Ok(buf)
 }
 
@@ -260,9 +218,7 @@ pub fn dump_fds(
     for f in fds {
         let (ty, id) = match &f.target {
             FdTarget::Path { path, .. } if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, table.ext()),
-            FdTarget::Path { path, .. } => {
-                (FdTypes::Reg, table.push_reg(path, f.flags, f.pos, None))
-            }
+            FdTarget::Path { path, .. } => (FdTypes::Reg, table.push_reg(path, f.flags, f.pos, None)),
             FdTarget::Pipe(ino) if internal.contains(ino) || f.fd > 2 => {
                 if !internal.contains(ino) {
                     log::warn!(
@@ -278,21 +234,11 @@ pub fn dump_fds(
                 (FdTypes::Pipe, table.pipe(*ino, f.flags))
             }
             FdTarget::Pipe(_) if f.fd <= 2 => (FdTypes::Ext, table.ext()),
-            other => {
-                return Err(DumpError::UnsupportedFd {
-                    pid,
-                    fd: f.fd,
-                    kind: format!("{other:?}"),
-                })
-            }
+            other => return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("{other:?}") }),
         };
         out.push(pb::FdinfoEntry {
             id,
-            flags: if f.cloexec {
-                libc::FD_CLOEXEC as u32
-            } else {
-                0
-            },
+            flags: if f.cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
             r#type: ty as i32,
             fd: f.fd as u32,
             xattr_security_selinux: None,
@@ -304,11 +250,7 @@ pub fn dump_fds(
 impl FileTable {
     fn ext(&mut self) -> u32 {
         let id = self.new_id();
-        self.entries.push(pb::FileEntry {
-            r#type: FdTypes::Ext as i32,
-            id,
-            ..Default::default()
-        });
+        self.entries.push(pb::FileEntry { r#type: FdTypes::Ext as i32, id, ..Default::default() });
         id
     }
 
@@ -317,12 +259,7 @@ impl FileTable {
         self.entries.push(pb::FileEntry {
             r#type: FdTypes::Pipe as i32,
             id,
-            pipe: Some(pb::PipeEntry {
-                id,
-                pipe_id: ino as u32,
-                flags,
-                fown: fown(),
-            }),
+            pipe: Some(pb::PipeEntry { id, pipe_id: ino as u32, flags, fown: fown() }),
             ..Default::default()
         });
         id
@@ -360,11 +297,7 @@ impl FileSources {
                 if data.len() > 65536 {
                     sysfd::set_pipe_size(w.as_fd(), data.len()).map_err(restore_io(
                         0,
-                        format!(
-                            "grow pipe {} to {} bytes (limit here: 1 MiB)",
-                            p.pipe_id,
-                            data.len()
-                        ),
+                        format!("grow pipe {} to {} bytes (limit here: 1 MiB)", p.pipe_id, data.len()),
                     ))?;
                 }
                 let mut f = std::fs::File::from(w.try_clone().map_err(restore_io(0, "dup pipe"))?);
@@ -380,22 +313,12 @@ impl FileSources {
                 continue;
             }
             let orig = Path::new(&r.name);
-            let parent = orig
-                .parent()
-                .filter(|p| p.is_dir())
-                .unwrap_or(Path::new("/tmp"));
+            let parent = orig.parent().filter(|p| p.is_dir()).unwrap_or(Path::new("/tmp"));
             let tmp = parent.join(format!(".stasis-ghost-{}-{}", e.id, me));
-            std::fs::copy(&data_path, &tmp).map_err(|source| RestoreError::Read {
-                path: data_path.clone(),
-                source,
-            })?;
+            std::fs::copy(&data_path, &tmp).map_err(|source| RestoreError::Read { path: data_path.clone(), source })?;
             ghost_paths.insert(e.id, tmp);
         }
-        Ok(FileSources {
-            pipes,
-            ghost_paths,
-            me,
-        })
+        Ok(FileSources { pipes, ghost_paths, me })
     }
 
     /// Where a task opens a file entry from.
@@ -408,11 +331,7 @@ impl FileSources {
         }
         let p = e.pipe.as_ref()?;
         let (r, w) = self.pipes.get(&p.pipe_id)?;
-        let end = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
-            w
-        } else {
-            r
-        };
+        let end = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 { w } else { r };
         Some(format!("/proc/{}/fd/{}", self.me, end.as_raw_fd()))
     }
 
@@ -459,10 +378,7 @@ pub fn restore_fds(
     for fi in fdinfo {
         let e = files.get(&fi.id).ok_or_else(|| RestoreError::Task {
             pid,
-            what: format!(
-                "fd {} refers to file id {}, which files.img lacks",
-                fi.fd, fi.id
-            ),
+            what: format!("fd {} refers to file id {}, which files.img lacks", fi.fd, fi.id),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         if fi.r#type == FdTypes::Ext as i32 {
@@ -484,47 +400,23 @@ pub fn restore_fds(
             what: format!("fd {}: nothing to open", fi.fd),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
-        let open_flags =
-            flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32);
-        let p = task
-            .put_str(0, &path)
-            .map_err(restore_io(pid, "write path"))?;
+        let open_flags = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32);
+        let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
         let tmp = task
-            .call(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    p,
-                    (open_flags | libc::O_NOCTTY as u32) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )
+            .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, (open_flags | libc::O_NOCTTY as u32) as u64, 0, 0, 0])
             .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
-        let cloexec = if fi.flags & libc::FD_CLOEXEC as u32 != 0 {
-            libc::O_CLOEXEC as u64
-        } else {
-            0
-        };
+        let cloexec = if fi.flags & libc::FD_CLOEXEC as u32 != 0 { libc::O_CLOEXEC as u64 } else { 0 };
         if tmp != fi.fd as u64 {
             task.call(libc::SYS_dup3, [tmp, fi.fd as u64, cloexec, 0, 0, 0])
                 .map_err(restore_io(pid, format!("dup3 to fd {}", fi.fd)))?;
-            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0])
-                .map_err(restore_io(pid, "close"))?;
+            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
         } else if cloexec != 0 {
-            task.call(
-                libc::SYS_fcntl,
-                [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0],
-            )
-            .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
+            task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
+                .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
         }
         if e.reg.is_some() && pos != 0 {
-            task.call(
-                libc::SYS_lseek,
-                [fi.fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0],
-            )
-            .map_err(restore_io(pid, format!("fd {}: seek to {pos}", fi.fd)))?;
+            task.call(libc::SYS_lseek, [fi.fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0])
+                .map_err(restore_io(pid, format!("fd {}: seek to {pos}", fi.fd)))?;
         }
     }
     Ok(())

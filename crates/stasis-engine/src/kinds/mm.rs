@@ -65,12 +65,7 @@ fn status_of(v: &SmapsEntry) -> u32 {
         VmaKind::Anon => vst::AREA_REGULAR | vst::ANON_PRIVATE,
         VmaKind::SharedAnon => vst::AREA_REGULAR | vst::ANON_SHARED,
         VmaKind::File | VmaKind::DeletedFile | VmaKind::Memfd => {
-            vst::AREA_REGULAR
-                | if e.shared {
-                    vst::FILE_SHARED
-                } else {
-                    vst::FILE_PRIVATE
-                }
+            vst::AREA_REGULAR | if e.shared { vst::FILE_SHARED } else { vst::FILE_PRIVATE }
         }
         VmaKind::Other(_) => vst::UNSUPP,
     }
@@ -121,8 +116,7 @@ pub fn dump_vmas(
     files: &mut FileTable,
 ) -> Result<(Vec<pb::VmaEntry>, Vec<Run>, u64), DumpError> {
     let smaps = proc::read_smaps(pid).map_err(|source| DumpError::Proc { pid, source })?;
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
-        .map_err(dump_io(pid, "open pagemap"))?;
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(dump_io(pid, "open pagemap"))?;
     let mut vmas = Vec::with_capacity(smaps.len());
     let mut runs: Vec<Run> = Vec::new();
     let mut scanned = 0u64;
@@ -147,16 +141,9 @@ pub fn dump_vmas(
         let e = &v.vma;
         let status = status_of(v);
         if status & vst::UNSUPP != 0 {
-            return Err(DumpError::Unsupported {
-                pid,
-                what: format!("mapping {:?} at {:#x}", e.kind, e.start),
-            });
+            return Err(DumpError::Unsupported { pid, what: format!("mapping {:?} at {:#x}", e.kind, e.start) });
         }
-        let mut flags = if e.shared {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        } as u32;
+        let mut flags = if e.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
         if status & (vst::ANON_PRIVATE | vst::ANON_SHARED) != 0 {
             flags |= libc::MAP_ANONYMOUS as u32;
         }
@@ -170,20 +157,9 @@ pub fn dump_vmas(
         let mut fdflags = None;
         if status & (vst::FILE_PRIVATE | vst::FILE_SHARED) != 0 {
             let write_shared = e.shared && e.prot.write;
-            let open_flags = if write_shared {
-                libc::O_RDWR
-            } else {
-                libc::O_RDONLY
-            } as u32;
+            let open_flags = if write_shared { libc::O_RDWR } else { libc::O_RDONLY } as u32;
             let id = files
-                .mapped_file(
-                    pid,
-                    e.start,
-                    e.end,
-                    e.path.as_deref().unwrap_or(""),
-                    e.deleted,
-                    open_flags,
-                )
+                .mapped_file(pid, e.start, e.end, e.path.as_deref().unwrap_or(""), e.deleted, open_flags)
                 .map_err(dump_io(pid, format!("mapped file at {:#x}", e.start)))?;
             shmid = id as u64;
             fdflags = Some(open_flags);
@@ -219,10 +195,7 @@ pub fn dump_vmas(
             let addr = start + i as u64 * PAGE;
             match runs.last_mut() {
                 Some(r) if r.vaddr + r.nr_pages * PAGE == addr => r.nr_pages += 1,
-                _ => runs.push(Run {
-                    vaddr: addr,
-                    nr_pages: 1,
-                }),
+                _ => runs.push(Run { vaddr: addr, nr_pages: 1 }),
             }
         }
     }
@@ -237,16 +210,12 @@ pub fn dump_pages(pid: Pid, runs: &[Run], out: &mut impl Write) -> Result<u64, D
     let mut ranges: Vec<RemoteRange> = Vec::new();
     let mut filled = 0usize;
     let mut total = 0u64;
-    let mut flush = |ranges: &mut Vec<RemoteRange>,
-                     filled: &mut usize,
-                     buf: &mut Vec<u8>|
-     -> Result<(), DumpError> {
+    let mut flush = |ranges: &mut Vec<RemoteRange>, filled: &mut usize, buf: &mut Vec<u8>| -> Result<(), DumpError> {
         if *filled == 0 {
             return Ok(());
         }
         vm::read_ranges(pid, ranges, &mut buf[..*filled]).map_err(dump_io(pid, "read memory"))?;
-        out.write_all(&buf[..*filled])
-            .map_err(dump_io(pid, "write pages"))?;
+        out.write_all(&buf[..*filled]).map_err(dump_io(pid, "write pages"))?;
         total += *filled as u64;
         ranges.clear();
         *filled = 0;
@@ -318,35 +287,19 @@ pub fn clear_address_space(task: &mut Task, vmas: &[pb::VmaEntry]) -> Result<(),
     // The stub inherited glibc's rseq registration from the restorer; the
     // kernel writes to that area on every return to user space, so it must
     // go before the memory holding it does.
-    let rseq =
-        stasis_sys::ptrace::get_rseq_config(task.tid).map_err(restore_io(pid, "read rseq"))?;
+    let rseq = stasis_sys::ptrace::get_rseq_config(task.tid).map_err(restore_io(pid, "read rseq"))?;
     if rseq.rseq_abi_pointer != 0 {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
         task.call(
             libc::SYS_rseq,
-            [
-                rseq.rseq_abi_pointer,
-                rseq.rseq_abi_size as u64,
-                RSEQ_FLAG_UNREGISTER,
-                rseq.signature as u64,
-                0,
-                0,
-            ],
+            [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, RSEQ_FLAG_UNREGISTER, rseq.signature as u64, 0, 0],
         )
         .map_err(restore_io(pid, "unregister the restorer's rseq"))?;
     }
-    task.call(libc::SYS_munmap, [0, task.scratch, 0, 0, 0, 0])
+    task.call(libc::SYS_munmap, [0, task.scratch, 0, 0, 0, 0]).map_err(restore_io(pid, "unmap old memory"))?;
+    task.call(libc::SYS_munmap, [scratch_end, TASK_SIZE - scratch_end, 0, 0, 0, 0])
         .map_err(restore_io(pid, "unmap old memory"))?;
-    task.call(
-        libc::SYS_munmap,
-        [scratch_end, TASK_SIZE - scratch_end, 0, 0, 0, 0],
-    )
-    .map_err(restore_io(pid, "unmap old memory"))?;
-    let vvar_start = vmas
-        .iter()
-        .filter(|v| v.status & (vst::AREA_VVAR | vst::AREA_VDSO) != 0)
-        .map(|v| v.start)
-        .min();
+    let vvar_start = vmas.iter().filter(|v| v.status & (vst::AREA_VVAR | vst::AREA_VDSO) != 0).map(|v| v.start).min();
     if let Some(base) = vvar_start {
         task.call(libc::SYS_arch_prctl, [ARCH_MAP_VDSO_64, base, 0, 0, 0, 0])
             .map_err(restore_io(pid, format!("map the vDSO at {base:#x}")))?;
@@ -369,45 +322,30 @@ pub fn map_vmas(
         }
         let len = v.end - v.start;
         let mut prot = v.prot as u64;
-        let mut flags = (v.flags as u64 & !(libc::MAP_SHARED | libc::MAP_PRIVATE) as u64)
-            | libc::MAP_FIXED as u64;
+        let mut flags = (v.flags as u64 & !(libc::MAP_SHARED | libc::MAP_PRIVATE) as u64) | libc::MAP_FIXED as u64;
         let what = format!("map {:#x}-{:#x}", v.start, v.end);
         if v.status & (vst::ANON_PRIVATE) != 0 {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
             flags |= (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-            task.call(libc::SYS_mmap, [v.start, len, prot, flags, u64::MAX, 0])
-                .map_err(restore_io(pid, what))?;
+            task.call(libc::SYS_mmap, [v.start, len, prot, flags, u64::MAX, 0]).map_err(restore_io(pid, what))?;
         } else if v.status & vst::ANON_SHARED != 0 {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
             if let Some(&(owner, ostart, oend, opgoff)) = shared.get(&v.shmid) {
                 let path = format!("/proc/{owner}/map_files/{ostart:x}-{oend:x}");
-                let p = task
-                    .put_str(0, &path)
-                    .map_err(restore_io(pid, "write path"))?;
+                let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
                 let fd = task
                     .call(
                         libc::SYS_openat,
-                        [
-                            libc::AT_FDCWD as u64,
-                            p,
-                            (libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                            0,
-                            0,
-                            0,
-                        ],
+                        [libc::AT_FDCWD as u64, p, (libc::O_RDWR | libc::O_CLOEXEC) as u64, 0, 0, 0],
                     )
                     .map_err(restore_io(pid, format!("open {path}")))?;
                 let off = v.pgoff.saturating_sub(opgoff);
-                let r = task.call(
-                    libc::SYS_mmap,
-                    [v.start, len, prot, flags | libc::MAP_SHARED as u64, fd, off],
-                );
+                let r = task.call(libc::SYS_mmap, [v.start, len, prot, flags | libc::MAP_SHARED as u64, fd, off]);
                 let _ = task.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
                 r.map_err(restore_io(pid, what))?;
             } else {
                 flags |= (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
-                task.call(libc::SYS_mmap, [v.start, len, prot, flags, u64::MAX, 0])
-                    .map_err(restore_io(pid, what))?;
+                task.call(libc::SYS_mmap, [v.start, len, prot, flags, u64::MAX, 0]).map_err(restore_io(pid, what))?;
                 shared.insert(v.shmid, (pid, v.start, v.end, v.pgoff));
             }
         } else if v.status & (vst::FILE_PRIVATE | vst::FILE_SHARED) != 0 {
@@ -420,22 +358,13 @@ pub fn map_vmas(
                     }
                     let path = paths.get(&id).ok_or_else(|| RestoreError::Task {
                         pid,
-                        what: format!(
-                            "mapping at {:#x} names file id {id}, which files.img lacks",
-                            v.start
-                        ),
+                        what: format!("mapping at {:#x} names file id {id}, which files.img lacks", v.start),
                         source: std::io::Error::from(std::io::ErrorKind::NotFound),
                     })?;
-                    let p = task
-                        .put_str(0, path)
-                        .map_err(restore_io(pid, "write path"))?;
-                    let oflags =
-                        v.fdflags.unwrap_or(libc::O_RDONLY as u32) as u64 | libc::O_CLOEXEC as u64;
+                    let p = task.put_str(0, path).map_err(restore_io(pid, "write path"))?;
+                    let oflags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as u64 | libc::O_CLOEXEC as u64;
                     let fd = task
-                        .call(
-                            libc::SYS_openat,
-                            [libc::AT_FDCWD as u64, p, oflags, 0, 0, 0],
-                        )
+                        .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, oflags, 0, 0, 0])
                         .map_err(restore_io(pid, format!("open {path} for mapping")))?;
                     open = Some((id, fd));
                     fd
@@ -447,8 +376,7 @@ pub fn map_vmas(
             } else {
                 flags |= libc::MAP_SHARED as u64;
             }
-            task.call(libc::SYS_mmap, [v.start, len, prot, flags, fd, v.pgoff])
-                .map_err(restore_io(pid, what))?;
+            task.call(libc::SYS_mmap, [v.start, len, prot, flags, fd, v.pgoff]).map_err(restore_io(pid, what))?;
         }
     }
     if let Some((_, fd)) = open {
@@ -463,22 +391,13 @@ pub fn fill_pages(pid: Pid, runs: &[Run], pages: &[u8]) -> Result<(), RestoreErr
     if total as usize > pages.len() {
         return Err(RestoreError::Task {
             pid,
-            what: format!(
-                "pagemap lists {total} bytes but the pages file has {}",
-                pages.len()
-            ),
+            what: format!("pagemap lists {total} bytes but the pages file has {}", pages.len()),
             source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
         });
     }
-    let ranges: Vec<RemoteRange> = runs
-        .iter()
-        .map(|r| RemoteRange {
-            addr: r.vaddr,
-            len: (r.nr_pages * PAGE) as usize,
-        })
-        .collect();
-    vm::write_ranges(pid, &ranges, &pages[..total as usize])
-        .map_err(restore_io(pid, "write memory"))
+    let ranges: Vec<RemoteRange> =
+        runs.iter().map(|r| RemoteRange { addr: r.vaddr, len: (r.nr_pages * PAGE) as usize }).collect();
+    vm::write_ranges(pid, &ranges, &pages[..total as usize]).map_err(restore_io(pid, "write memory"))
 }
 
 /// Puts back the final protections and madvise hints.
@@ -489,20 +408,13 @@ pub fn finish_vmas(task: &mut Task, vmas: &[pb::VmaEntry]) -> Result<(), Restore
             continue;
         }
         let len = v.end - v.start;
-        let needs_write_cleared =
-            v.status & (vst::ANON_PRIVATE | vst::ANON_SHARED | vst::FILE_PRIVATE) != 0;
+        let needs_write_cleared = v.status & (vst::ANON_PRIVATE | vst::ANON_SHARED | vst::FILE_PRIVATE) != 0;
         if needs_write_cleared && v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
             task.call(libc::SYS_mprotect, [v.start, len, v.prot as u64, 0, 0, 0])
                 .map_err(restore_io(pid, format!("mprotect {:#x}", v.start)))?;
         }
         let madv = v.madv.unwrap_or(0);
-        for advice in [
-            MADV_DONTFORK,
-            MADV_WIPEONFORK,
-            MADV_DONTDUMP,
-            MADV_HUGEPAGE,
-            MADV_NOHUGEPAGE,
-        ] {
+        for advice in [MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP, MADV_HUGEPAGE, MADV_NOHUGEPAGE] {
             if madv & (1 << advice) != 0 {
                 task.call(libc::SYS_madvise, [v.start, len, advice, 0, 0, 0])
                     .map_err(restore_io(pid, format!("madvise {:#x}", v.start)))?;
@@ -513,13 +425,7 @@ pub fn finish_vmas(task: &mut Task, vmas: &[pb::VmaEntry]) -> Result<(), Restore
 }
 
 /// `struct prctl_mm_map` bytes for `PR_SET_MM_MAP`.
-pub fn mm_map_bytes(
-    mm: &pb::MmEntry,
-    brk: u64,
-    auxv_addr: u64,
-    auxv_len: u32,
-    exe_fd: u32,
-) -> Vec<u8> {
+pub fn mm_map_bytes(mm: &pb::MmEntry, brk: u64, auxv_addr: u64, auxv_len: u32, exe_fd: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(104);
     for w in [
         mm.mm_start_code,
@@ -544,51 +450,25 @@ pub fn mm_map_bytes(
 
 /// Sets the mm fields (code/data/brk/stack/args/env bounds, auxv, exe link)
 /// in one `PR_SET_MM_MAP` call.
-pub fn restore_mm_fields(
-    task: &mut Task,
-    mm: &pb::MmEntry,
-    exe_path: Option<&str>,
-) -> Result<(), RestoreError> {
+pub fn restore_mm_fields(task: &mut Task, mm: &pb::MmEntry, exe_path: Option<&str>) -> Result<(), RestoreError> {
     let pid = task.pid;
     let exe_fd = match exe_path {
         Some(p) => {
-            let a = task
-                .put_str(2048, p)
-                .map_err(restore_io(pid, "write path"))?;
-            task.call(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    a,
-                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-            .map_err(restore_io(pid, format!("open exe {p}")))?
+            let a = task.put_str(2048, p).map_err(restore_io(pid, "write path"))?;
+            task.call(libc::SYS_openat, [libc::AT_FDCWD as u64, a, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0])
+                .map_err(restore_io(pid, format!("open exe {p}")))?
         }
         None => u32::MAX as u64,
     };
-    let auxv: Vec<u8> = mm
-        .mm_saved_auxv
-        .iter()
-        .flat_map(|w| w.to_ne_bytes())
-        .collect();
-    let auxv_addr = task
-        .put(1024, &auxv)
-        .map_err(restore_io(pid, "write auxv"))?;
+    let auxv: Vec<u8> = mm.mm_saved_auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let auxv_addr = task.put(1024, &auxv).map_err(restore_io(pid, "write auxv"))?;
     let map = mm_map_bytes(mm, mm.mm_brk, auxv_addr, auxv.len() as u32, exe_fd as u32);
     let map_addr = task.put(0, &map).map_err(restore_io(pid, "write mm map"))?;
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
-    let r = task.call(
-        libc::SYS_prctl,
-        [PR_SET_MM, PR_SET_MM_MAP, map_addr, map.len() as u64, 0, 0],
-    );
+    let r = task.call(libc::SYS_prctl, [PR_SET_MM, PR_SET_MM_MAP, map_addr, map.len() as u64, 0, 0]);
     if exe_fd != u32::MAX as u64 {
         let _ = task.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0]);
     }
-    r.map(drop)
-        .map_err(restore_io(pid, "set mm fields (PR_SET_MM_MAP)"))
+    r.map(drop).map_err(restore_io(pid, "set mm fields (PR_SET_MM_MAP)"))
 }

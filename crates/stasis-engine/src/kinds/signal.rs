@@ -28,14 +28,8 @@ pub fn dump_sigactions(
 ) -> Result<Vec<pb::SaEntry>, DumpError> {
     let mut out = Vec::new();
     for sig in signals() {
-        let mut e = pb::SaEntry {
-            sigaction: 0,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-            compat_sigaction: None,
-            mask_extended: None,
-        };
+        let mut e =
+            pb::SaEntry { sigaction: 0, flags: 0, restorer: 0, mask: 0, compat_sigaction: None, mask_extended: None };
         if interesting & (1 << (sig - 1)) != 0 {
             call.call(libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])
                 .map_err(dump_io(pid, format!("read the action of signal {sig}")))?;
@@ -52,11 +46,7 @@ pub fn dump_sigactions(
 
 /// Sets every disposition that differs from what the stub inherited
 /// (`inherited`: signals whose action in the restorer is not the default).
-pub fn restore_sigactions(
-    task: &mut Task,
-    sas: &[pb::SaEntry],
-    inherited: u64,
-) -> Result<(), RestoreError> {
+pub fn restore_sigactions(task: &mut Task, sas: &[pb::SaEntry], inherited: u64) -> Result<(), RestoreError> {
     let pid = task.pid;
     for (sig, e) in signals().zip(sas.iter().map(Some).chain(std::iter::repeat(None))) {
         let default = e.is_none_or(|e| e.sigaction == 0 && e.flags == 0 && e.mask == 0);
@@ -71,9 +61,7 @@ pub fn restore_sigactions(
         } else {
             b.resize(32, 0);
         }
-        let a = task
-            .put(0, &b)
-            .map_err(restore_io(pid, "write sigaction"))?;
+        let a = task.put(0, &b).map_err(restore_io(pid, "write sigaction"))?;
         task.call(libc::SYS_rt_sigaction, [sig, a, 0, 8, 0, 0])
             .map_err(restore_io(pid, format!("set the action of signal {sig}")))?;
     }

@@ -21,9 +21,7 @@ use stasis_sys::Pid;
 const PR_GET_TID_ADDRESS: u64 = 40;
 
 fn words32(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4)
-        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    b.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 fn u16_at(b: &[u8], o: usize) -> u32 {
@@ -131,8 +129,7 @@ fn caps(v: u64) -> Vec<u32> {
 pub fn dump_creds(pid: Pid, tid: Pid) -> Result<pb::CredsEntry, DumpError> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
         .map_err(dump_io(tid, "read thread status"))?;
-    let st =
-        proc::status::parse_status(&text).map_err(|source| DumpError::Proc { pid: tid, source })?;
+    let st = proc::status::parse_status(&text).map_err(|source| DumpError::Proc { pid: tid, source })?;
     let securebits = 0; // not visible in /proc; default for root tasks
     Ok(pb::CredsEntry {
         uid: st.uid.real,
@@ -180,24 +177,13 @@ pub fn dump_thread(
 
     // sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS, &addr) and
     // get_robust_list(0, &head, &len) write into scratch memory.
-    call.call(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])
-        .map_err(dump_io(tid, "sigaltstack"))?;
-    call.call(
-        libc::SYS_prctl,
-        [PR_GET_TID_ADDRESS, scratch + 32, 0, 0, 0, 0],
-    )
-    .map_err(dump_io(tid, "PR_GET_TID_ADDRESS"))?;
-    call.call(
-        libc::SYS_get_robust_list,
-        [0, scratch + 48, scratch + 56, 0, 0, 0],
-    )
-    .map_err(dump_io(tid, "get_robust_list"))?;
+    call.call(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0]).map_err(dump_io(tid, "sigaltstack"))?;
+    call.call(libc::SYS_prctl, [PR_GET_TID_ADDRESS, scratch + 32, 0, 0, 0, 0])
+        .map_err(dump_io(tid, "PR_GET_TID_ADDRESS"))?;
+    call.call(libc::SYS_get_robust_list, [0, scratch + 48, scratch + 56, 0, 0, 0])
+        .map_err(dump_io(tid, "get_robust_list"))?;
     let b = scratch_read(scratch, 64).map_err(dump_io(tid, "read scratch"))?;
-    let sas = pb::ThreadSasEntry {
-        ss_sp: u64_at(&b, 0),
-        ss_flags: u32_at(&b, 8),
-        ss_size: u64_at(&b, 16),
-    };
+    let sas = pb::ThreadSasEntry { ss_sp: u64_at(&b, 0), ss_flags: u32_at(&b, 8), ss_size: u64_at(&b, 16) };
     let clear_tid = u64_at(&b, 32);
     let robust = (u64_at(&b, 48), u64_at(&b, 56));
 
@@ -216,12 +202,7 @@ pub fn dump_thread(
         blk_sigset: Some(blk),
         sas: Some(sas),
         signals_p: Some(pb::SignalQueueEntry {
-            signals: pending
-                .iter()
-                .map(|s| pb::SiginfoEntry {
-                    siginfo: s.to_vec(),
-                })
-                .collect(),
+            signals: pending.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
         }),
         creds: Some(dump_creds(pid, tid)?),
         comm: Some(comm.trim_end_matches('\n').to_string()),
@@ -250,43 +231,22 @@ pub fn restore_thread_state(
             b.extend_from_slice(&sas.ss_sp.to_ne_bytes());
             b.extend_from_slice(&(sas.ss_flags as u64).to_ne_bytes());
             b.extend_from_slice(&sas.ss_size.to_ne_bytes());
-            let a = task
-                .put(0, &b)
-                .map_err(restore_io(tid, "write sigaltstack"))?;
-            task.call(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
-                .map_err(restore_io(tid, "sigaltstack"))?;
+            let a = task.put(0, &b).map_err(restore_io(tid, "write sigaltstack"))?;
+            task.call(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0]).map_err(restore_io(tid, "sigaltstack"))?;
         }
     }
-    task.call(
-        libc::SYS_set_tid_address,
-        [info.clear_tid_addr, 0, 0, 0, 0, 0],
-    )
-    .map_err(restore_io(tid, "set_tid_address"))?;
+    task.call(libc::SYS_set_tid_address, [info.clear_tid_addr, 0, 0, 0, 0, 0])
+        .map_err(restore_io(tid, "set_tid_address"))?;
     if core.futex_rla != 0 {
-        task.call(
-            libc::SYS_set_robust_list,
-            [core.futex_rla, core.futex_rla_len as u64, 0, 0, 0, 0],
-        )
-        .map_err(restore_io(tid, "set_robust_list"))?;
+        task.call(libc::SYS_set_robust_list, [core.futex_rla, core.futex_rla_len as u64, 0, 0, 0, 0])
+            .map_err(restore_io(tid, "set_robust_list"))?;
     }
     if let Some(r) = &core.rseq_entry {
-        task.call(
-            libc::SYS_rseq,
-            [
-                r.rseq_abi_pointer,
-                r.rseq_abi_size as u64,
-                0,
-                r.signature as u64,
-                0,
-                0,
-            ],
-        )
-        .map_err(restore_io(tid, "rseq"))?;
+        task.call(libc::SYS_rseq, [r.rseq_abi_pointer, r.rseq_abi_size as u64, 0, r.signature as u64, 0, 0])
+            .map_err(restore_io(tid, "rseq"))?;
     }
     if let Some(comm) = &core.comm {
-        let a = task
-            .put_str(0, comm)
-            .map_err(restore_io(tid, "write comm"))?;
+        let a = task.put_str(0, comm).map_err(restore_io(tid, "write comm"))?;
         let _ = task.call(libc::SYS_prctl, [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0]);
     }
     if let Some(q) = &core.signals_p {
@@ -309,61 +269,37 @@ pub fn queue_signal(task: &mut Task, siginfo: &[u8], shared: bool) -> Result<(),
         });
     }
     let signo = u32_at(siginfo, 0) as u64;
-    let a = task
-        .put(512, &siginfo[..128])
-        .map_err(restore_io(tid, "write siginfo"))?;
+    let a = task.put(512, &siginfo[..128]).map_err(restore_io(tid, "write siginfo"))?;
     let r = if shared {
-        task.call(
-            libc::SYS_rt_sigqueueinfo,
-            [task.pid as u64, signo, a, 0, 0, 0],
-        )
+        task.call(libc::SYS_rt_sigqueueinfo, [task.pid as u64, signo, a, 0, 0, 0])
     } else {
-        task.call(
-            libc::SYS_rt_tgsigqueueinfo,
-            [task.pid as u64, tid as u64, signo, a, 0, 0],
-        )
+        task.call(libc::SYS_rt_tgsigqueueinfo, [task.pid as u64, tid as u64, signo, a, 0, 0])
     };
-    r.map(drop)
-        .map_err(restore_io(tid, format!("queue signal {signo}")))
+    r.map(drop).map_err(restore_io(tid, format!("queue signal {signo}")))
 }
 
 /// Credentials, last: after them the task may lack the privileges the
 /// restore needs.
 pub fn restore_creds(task: &mut Task, c: &pb::CredsEntry) -> Result<(), RestoreError> {
     let tid = task.tid;
-    let all_root = [
-        c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid,
-    ]
-    .iter()
-    .all(|&v| v == 0);
+    let all_root = [c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid].iter().all(|&v| v == 0);
     if !c.groups.is_empty() || !all_root {
         let g: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
         let a = task.put(0, &g).map_err(restore_io(tid, "write groups"))?;
-        task.call(libc::SYS_setgroups, [c.groups.len() as u64, a, 0, 0, 0, 0])
-            .map_err(restore_io(tid, "setgroups"))?;
+        task.call(libc::SYS_setgroups, [c.groups.len() as u64, a, 0, 0, 0, 0]).map_err(restore_io(tid, "setgroups"))?;
     }
     if all_root {
         return Ok(());
     }
     const PR_SET_KEEPCAPS: u64 = 8;
-    task.call(libc::SYS_prctl, [PR_SET_KEEPCAPS, 1, 0, 0, 0, 0])
-        .map_err(restore_io(tid, "keep caps"))?;
-    task.call(
-        libc::SYS_setresgid,
-        [c.gid as u64, c.egid as u64, c.sgid as u64, 0, 0, 0],
-    )
-    .map_err(restore_io(tid, "setresgid"))?;
-    task.call(libc::SYS_setfsgid, [c.fsgid as u64, 0, 0, 0, 0, 0])
-        .map_err(restore_io(tid, "setfsgid"))?;
-    task.call(
-        libc::SYS_setresuid,
-        [c.uid as u64, c.euid as u64, c.suid as u64, 0, 0, 0],
-    )
-    .map_err(restore_io(tid, "setresuid"))?;
-    task.call(libc::SYS_setfsuid, [c.fsuid as u64, 0, 0, 0, 0, 0])
-        .map_err(restore_io(tid, "setfsuid"))?;
-    task.call(libc::SYS_prctl, [PR_SET_KEEPCAPS, 0, 0, 0, 0, 0])
-        .map_err(restore_io(tid, "keep caps"))?;
+    task.call(libc::SYS_prctl, [PR_SET_KEEPCAPS, 1, 0, 0, 0, 0]).map_err(restore_io(tid, "keep caps"))?;
+    task.call(libc::SYS_setresgid, [c.gid as u64, c.egid as u64, c.sgid as u64, 0, 0, 0])
+        .map_err(restore_io(tid, "setresgid"))?;
+    task.call(libc::SYS_setfsgid, [c.fsgid as u64, 0, 0, 0, 0, 0]).map_err(restore_io(tid, "setfsgid"))?;
+    task.call(libc::SYS_setresuid, [c.uid as u64, c.euid as u64, c.suid as u64, 0, 0, 0])
+        .map_err(restore_io(tid, "setresuid"))?;
+    task.call(libc::SYS_setfsuid, [c.fsuid as u64, 0, 0, 0, 0, 0]).map_err(restore_io(tid, "setfsuid"))?;
+    task.call(libc::SYS_prctl, [PR_SET_KEEPCAPS, 0, 0, 0, 0, 0]).map_err(restore_io(tid, "keep caps"))?;
     // capset(v3): header {version, pid} then two data structs {eff, prm, inh}.
     let w = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
     let mut b = Vec::new();
@@ -376,8 +312,7 @@ pub fn restore_creds(task: &mut Task, c: &pb::CredsEntry) -> Result<(), RestoreE
         }
     }
     let a = task.put(0, &b).map_err(restore_io(tid, "write caps"))?;
-    task.call(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0])
-        .map_err(restore_io(tid, "capset"))?;
+    task.call(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0]).map_err(restore_io(tid, "capset"))?;
     Ok(())
 }
 

@@ -32,27 +32,17 @@ impl FdTarget {
     /// Classifies a link target.
     pub fn parse(link: &str) -> Self {
         let bracketed = |prefix: &str| -> Option<u64> {
-            link.strip_prefix(prefix)?
-                .strip_prefix('[')?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
+            link.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
         };
         if link.starts_with('/') {
             let (path, deleted) = split_deleted(link);
-            FdTarget::Path {
-                path: path.to_owned(),
-                deleted,
-            }
+            FdTarget::Path { path: path.to_owned(), deleted }
         } else if let Some(ino) = bracketed("pipe:") {
             FdTarget::Pipe(ino)
         } else if let Some(ino) = bracketed("socket:") {
             FdTarget::Socket(ino)
         } else if let Some(name) = link.strip_prefix("anon_inode:") {
-            let name = name
-                .strip_prefix('[')
-                .and_then(|n| n.strip_suffix(']'))
-                .unwrap_or(name);
+            let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
             FdTarget::AnonInode(name.to_owned())
         } else {
             FdTarget::Other(link.to_owned())
@@ -62,10 +52,7 @@ impl FdTarget {
     /// The memfd name of `/memfd:NAME (deleted)`.
     pub fn memfd_name(&self) -> Option<&str> {
         match self {
-            FdTarget::Path {
-                path,
-                deleted: true,
-            } => path.strip_prefix("/memfd:"),
+            FdTarget::Path { path, deleted: true } => path.strip_prefix("/memfd:"),
             _ => None,
         }
     }
@@ -86,11 +73,7 @@ pub fn list_fds(pid: i32) -> Result<Vec<FdEntry>, ProcError> {
     let mut out = Vec::new();
     for fd in list_numeric_dir(pid, "fd")? {
         match read_link(pid, &format!("fd/{fd}")) {
-            Ok(link) => out.push(FdEntry {
-                fd,
-                target: FdTarget::parse(&link),
-                link,
-            }),
+            Ok(link) => out.push(FdEntry { fd, target: FdTarget::parse(&link), link }),
             Err(ProcError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 log::debug!("fd {fd} of {pid} closed while listing");
             }
@@ -132,18 +115,12 @@ impl FdInfo {
 
     /// The first value of `key` among the extra lines.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.extra
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// All values of `key` (e.g. every `tfd` of an epoll).
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.extra
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.extra.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// The value of `key` as a decimal number.
@@ -221,9 +198,7 @@ pub fn fd_exists(pid: i32, fd: i32) -> Result<bool, ProcError> {
     match std::fs::symlink_metadata(&path) {
         Ok(_) => Ok(true),
         Err(e) => match io_err(pid, &path, e) {
-            ProcError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(false)
-            }
+            ProcError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             other => Err(other),
         },
     }
@@ -237,43 +212,19 @@ mod tests {
     #[test]
     fn targets() {
         let p = |s: &str| FdTarget::parse(s);
-        assert_eq!(
-            p("/dev/null"),
-            FdTarget::Path {
-                path: "/dev/null".into(),
-                deleted: false
-            }
-        );
+        assert_eq!(p("/dev/null"), FdTarget::Path { path: "/dev/null".into(), deleted: false });
         assert_eq!(
             p("/tmp/fx/my deleted file (deleted)"),
-            FdTarget::Path {
-                path: "/tmp/fx/my deleted file".into(),
-                deleted: true
-            }
+            FdTarget::Path { path: "/tmp/fx/my deleted file".into(), deleted: true }
         );
-        assert_eq!(
-            p("/memfd:stasis test (deleted)").memfd_name(),
-            Some("stasis test")
-        );
+        assert_eq!(p("/memfd:stasis test (deleted)").memfd_name(), Some("stasis test"));
         assert_eq!(p("/dev/null").memfd_name(), None);
         assert_eq!(p("pipe:[8830]"), FdTarget::Pipe(8830));
         assert_eq!(p("socket:[8831]"), FdTarget::Socket(8831));
-        assert_eq!(
-            p("anon_inode:[eventfd]"),
-            FdTarget::AnonInode("eventfd".into())
-        );
-        assert_eq!(
-            p("anon_inode:[eventpoll]"),
-            FdTarget::AnonInode("eventpoll".into())
-        );
-        assert_eq!(
-            p("anon_inode:inotify"),
-            FdTarget::AnonInode("inotify".into())
-        );
-        assert_eq!(
-            p("net:[4026531840]"),
-            FdTarget::Other("net:[4026531840]".into())
-        );
+        assert_eq!(p("anon_inode:[eventfd]"), FdTarget::AnonInode("eventfd".into()));
+        assert_eq!(p("anon_inode:[eventpoll]"), FdTarget::AnonInode("eventpoll".into()));
+        assert_eq!(p("anon_inode:inotify"), FdTarget::AnonInode("inotify".into()));
+        assert_eq!(p("net:[4026531840]"), FdTarget::Other("net:[4026531840]".into()));
         assert_eq!(p("pipe:[x]"), FdTarget::Other("pipe:[x]".into()));
     }
 
@@ -283,8 +234,7 @@ mod tests {
     const EPOLL: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\ntfd:        8 events:       19 data:                8  pos:0 ino:227e sdev:f\ntfd:        9 events:       19 data:                9  pos:0 ino:227e sdev:f\n";
     const TIMERFD: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nclockid: 1\nticks: 0\nsettime flags: 00\nit_value: (96, 955000524)\nit_interval: (5, 0)\n";
     const INOTIFY: &str = "pos:\t0\nflags:\t00\nmnt_id:\t17\nino:\t1038\ninotify wd:1 ino:3c4a7 sdev:fe00000 mask:100 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4030000000000\n";
-    const SIGNALFD: &str =
-        "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\nsigmask:\t0000000000000200\n";
+    const SIGNALFD: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\nsigmask:\t0000000000000200\n";
     const PIPE_W: &str = "pos:\t0\nflags:\t01\nmnt_id:\t16\nino:\t9228\n";
 
     #[test]
@@ -293,10 +243,7 @@ mod tests {
         assert_eq!((d.pos, d.mnt_id, d.ino), (100, 27, Some(10018926)));
         assert!(d.cloexec());
         // O_LARGEFILE is 0o100000 in the kernel (libc defines it as 0 on 64-bit).
-        assert_eq!(
-            d.file_flags(),
-            0o100000 | u32::try_from(libc::O_RDWR).unwrap()
-        );
+        assert_eq!(d.file_flags(), 0o100000 | u32::try_from(libc::O_RDWR).unwrap());
         assert_eq!(d.access_mode(), u32::try_from(libc::O_RDWR).unwrap());
         assert!(d.extra.is_empty());
 
@@ -366,10 +313,7 @@ mod tests {
         assert!(!fd_exists(me, 999_999).unwrap());
         let e = read_fdinfo(me, 999_999).unwrap_err();
         assert!(matches!(e, ProcError::Io { .. }), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            format!("cannot read /proc/{me}/fdinfo/999999")
-        );
+        assert_eq!(e.to_string(), format!("cannot read /proc/{me}/fdinfo/999999"));
         assert!(fd_exists(0x7fff_fff0, 0).unwrap_err().is_no_such_process());
     }
 }

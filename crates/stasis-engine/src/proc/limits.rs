@@ -68,9 +68,7 @@ pub fn parse_limits(text: &str) -> Result<Limits, ProcError> {
             continue;
         }
         let n = i + 1;
-        let Some(idx) = NAMES
-            .iter()
-            .position(|name| line.strip_prefix(name).is_some_and(|r| r.starts_with("  ")))
+        let Some(idx) = NAMES.iter().position(|name| line.strip_prefix(name).is_some_and(|r| r.starts_with("  ")))
         else {
             if line.trim().is_empty() {
                 continue;
@@ -81,9 +79,7 @@ pub fn parse_limits(text: &str) -> Result<Limits, ProcError> {
         let mut value = || -> Result<u64, ProcError> {
             match vals.next() {
                 Some("unlimited") => Ok(RLIM_INFINITY),
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| parse_err("limits", n, format!("bad value {v:?}"))),
+                Some(v) => v.parse().map_err(|_| parse_err("limits", n, format!("bad value {v:?}"))),
                 None => Err(parse_err("limits", n, "missing value")),
             }
         };
@@ -91,19 +87,10 @@ pub fn parse_limits(text: &str) -> Result<Limits, ProcError> {
         let hard = value()?;
         found[idx] = Some((soft, hard));
     }
-    let mut out = [Rlimit {
-        resource: 0,
-        soft: 0,
-        hard: 0,
-    }; 16];
+    let mut out = [Rlimit { resource: 0, soft: 0, hard: 0 }; 16];
     for (i, f) in found.iter().enumerate() {
-        let (soft, hard) =
-            f.ok_or_else(|| parse_err("limits", 0, format!("no {:?} row", NAMES[i])))?;
-        out[i] = Rlimit {
-            resource: u32::try_from(i).unwrap_or(u32::MAX),
-            soft,
-            hard,
-        };
+        let (soft, hard) = f.ok_or_else(|| parse_err("limits", 0, format!("no {:?} row", NAMES[i])))?;
+        out[i] = Rlimit { resource: u32::try_from(i).unwrap_or(u32::MAX), soft, hard };
     }
     Ok(Limits(out))
 }
@@ -148,10 +135,7 @@ mod tests {
         let core = l.get(4).unwrap();
         assert_eq!((core.soft, core.hard), (0, RLIM_INFINITY));
         let nofile = l.get(7).unwrap();
-        assert_eq!(
-            (nofile.resource, nofile.soft, nofile.hard),
-            (7, 20000, 20000)
-        );
+        assert_eq!((nofile.resource, nofile.soft, nofile.hard), (7, 20000, 20000));
         let nice = l.get(13).unwrap();
         assert_eq!((nice.soft, nice.hard), (0, 0));
         let rttime = l.get(15).unwrap();
@@ -162,11 +146,8 @@ mod tests {
 
     #[test]
     fn missing_row_or_bad_value() {
-        let without: String = SAMPLE
-            .lines()
-            .filter(|l| !l.starts_with("Max file locks"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let without: String =
+            SAMPLE.lines().filter(|l| !l.starts_with("Max file locks")).map(|l| format!("{l}\n")).collect();
         let e = parse_limits(&without).unwrap_err();
         assert!(e.to_string().contains("Max file locks"), "{e}");
         assert!(parse_limits(&SAMPLE.replace("8388608  ", "83x8608  ")).is_err());

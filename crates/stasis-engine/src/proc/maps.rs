@@ -106,10 +106,7 @@ impl MapsEntry {
     /// `[vdso]`, `[vvar]`, `[vvar_vclock]` or `[vsyscall]`: provided by the
     /// kernel, moved (or skipped) on restore rather than mapped.
     pub fn is_special(&self) -> bool {
-        matches!(
-            self.kind,
-            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
-        )
+        matches!(self.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall)
     }
 
     /// The device as a `dev_t`, as `stat(2)` reports it for the mapped file.
@@ -129,8 +126,7 @@ impl MapsEntry {
     /// The name of a named anonymous VMA (`NAME` of `[anon:NAME]` or `[anon_shmem:NAME]`).
     pub fn anon_name(&self) -> Option<&str> {
         let p = self.path.as_deref()?.strip_suffix(']')?;
-        p.strip_prefix("[anon:")
-            .or_else(|| p.strip_prefix("[anon_shmem:"))
+        p.strip_prefix("[anon:").or_else(|| p.strip_prefix("[anon_shmem:"))
     }
 }
 
@@ -181,11 +177,7 @@ pub(crate) fn parse_maps_line(line: &str) -> Result<MapsEntry, String> {
         b'-' => Ok(false),
         _ => Err(format!("bad permissions {perms:?}")),
     };
-    let prot = Prot {
-        read: bit(0, b'r')?,
-        write: bit(1, b'w')?,
-        exec: bit(2, b'x')?,
-    };
+    let prot = Prot { read: bit(0, b'r')?, write: bit(1, b'w')?, exec: bit(2, b'x')? };
     let shared = match p[3] {
         b's' => true,
         b'p' => false,
@@ -194,29 +186,13 @@ pub(crate) fn parse_maps_line(line: &str) -> Result<MapsEntry, String> {
     let pgoff = super::hex_u64(off).ok_or_else(|| format!("bad offset {off:?}"))?;
     let dev = dev
         .split_once(':')
-        .and_then(|(a, b)| {
-            Some((
-                u32::from_str_radix(a, 16).ok()?,
-                u32::from_str_radix(b, 16).ok()?,
-            ))
-        })
+        .and_then(|(a, b)| Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?)))
         .ok_or_else(|| format!("bad device {dev:?}"))?;
     let inode = ino.parse().map_err(|_| format!("bad inode {ino:?}"))?;
 
     let raw = rest.trim_start_matches(' ');
     let (path, deleted, kind) = classify(raw, shared);
-    Ok(MapsEntry {
-        start,
-        end,
-        prot,
-        shared,
-        pgoff,
-        dev,
-        inode,
-        path,
-        deleted,
-        kind,
-    })
+    Ok(MapsEntry { start, end, prot, shared, pgoff, dev, inode, path, deleted, kind })
 }
 
 fn classify(raw: &str, shared: bool) -> (Option<String>, bool, VmaKind) {
@@ -273,18 +249,8 @@ mod tests {
         assert_eq!(exe.kind, VmaKind::File);
         assert_eq!(exe.dev, (0xfe, 0));
         assert_eq!(exe.inode, 18504);
-        assert_eq!(
-            exe.path.as_deref(),
-            Some("/root/.pyenv/versions/3.11.7/bin/python3.11")
-        );
-        assert_eq!(
-            exe.prot,
-            Prot {
-                read: true,
-                write: false,
-                exec: false
-            }
-        );
+        assert_eq!(exe.path.as_deref(), Some("/root/.pyenv/versions/3.11.7/bin/python3.11"));
+        assert_eq!(exe.prot, Prot { read: true, write: false, exec: false });
         assert!(!exe.shared && !exe.deleted);
         assert_eq!(v[1].pgoff, 0x1000);
         assert_eq!(v[1].prot.bits(), libc::PROT_READ | libc::PROT_EXEC);
@@ -294,10 +260,7 @@ mod tests {
 
         // A thread stack's guard page: private anon, PROT_NONE.
         let guard = find(&v, 0x7f7c92cc4000);
-        assert_eq!(
-            (guard.kind.clone(), guard.path.clone()),
-            (VmaKind::Anon, None)
-        );
+        assert_eq!((guard.kind.clone(), guard.path.clone()), (VmaKind::Anon, None));
         assert_eq!(guard.prot.bits(), libc::PROT_NONE);
 
         let sysv = find(&v, 0x7f7c93dd9000);
@@ -307,10 +270,7 @@ mod tests {
 
         let shm = find(&v, 0x7f7c93f63000);
         assert_eq!(shm.kind, VmaKind::SharedAnon);
-        assert_eq!(
-            (shm.path.as_deref(), shm.dev, shm.inode),
-            (Some("/dev/zero"), (0, 1), 1025)
-        );
+        assert_eq!((shm.path.as_deref(), shm.dev, shm.inode), (Some("/dev/zero"), (0, 1), 1025));
 
         let memfd = find(&v, 0x7f7c93ff5000);
         assert_eq!(memfd.kind, VmaKind::Memfd);
@@ -323,37 +283,15 @@ mod tests {
         assert!(del.deleted && del.shared);
         assert_eq!(del.dev_t(), 0xfe00);
 
-        let kinds: Vec<_> = v
-            .iter()
-            .filter(|e| e.is_special())
-            .map(|e| e.kind.clone())
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                VmaKind::Vvar,
-                VmaKind::VvarVclock,
-                VmaKind::Vdso,
-                VmaKind::Vsyscall
-            ]
-        );
+        let kinds: Vec<_> = v.iter().filter(|e| e.is_special()).map(|e| e.kind.clone()).collect();
+        assert_eq!(kinds, [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso, VmaKind::Vsyscall]);
         let vvar = find(&v, 0x7f7c94c7d000);
         assert_eq!(vvar.len(), 16 << 10);
         let stack = v.iter().find(|e| e.kind == VmaKind::Stack).unwrap();
         assert!(stack.contains(0x7ffd1a870000));
         let vsys = v.last().unwrap();
-        assert_eq!(
-            (vsys.start, vsys.end),
-            (0xffffffffff600000, 0xffffffffff601000)
-        );
-        assert_eq!(
-            vsys.prot,
-            Prot {
-                read: false,
-                write: false,
-                exec: true
-            }
-        );
+        assert_eq!((vsys.start, vsys.end), (0xffffffffff600000, 0xffffffffff601000));
+        assert_eq!(vsys.prot, Prot { read: false, write: false, exec: true });
     }
 
     #[test]
@@ -366,18 +304,11 @@ mod tests {
 
     #[test]
     fn other_names() {
-        let l =
-            "7f0000000000-7f0000001000 r-xp 00000000 00:00 0                          [uprobes]";
-        assert_eq!(
-            parse_maps_line(l).unwrap().kind,
-            VmaKind::Other("[uprobes]".into())
-        );
+        let l = "7f0000000000-7f0000001000 r-xp 00000000 00:00 0                          [uprobes]";
+        assert_eq!(parse_maps_line(l).unwrap().kind, VmaKind::Other("[uprobes]".into()));
         let l = "7f0000000000-7f0000001000 rw-p 00000000 00:00 0    [anon:glibc: malloc]";
         let e = parse_maps_line(l).unwrap();
-        assert_eq!(
-            (e.kind.clone(), e.anon_name()),
-            (VmaKind::Anon, Some("glibc: malloc"))
-        );
+        assert_eq!((e.kind.clone(), e.anon_name()), (VmaKind::Anon, Some("glibc: malloc")));
         let l = "7f0000000000-7f0000001000 rw-s 00000000 00:01 7    [anon_shmem:ring]";
         assert_eq!(parse_maps_line(l).unwrap().kind, VmaKind::SharedAnon);
         // A private mapping of /dev/zero that happens to be deleted is not shared memory.

@@ -28,18 +28,15 @@ pub mod tree;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use fdinfo::{
-    fd_exists, fd_link_path, list_fds, parse_fdinfo, read_fdinfo, FdEntry, FdInfo, FdTarget,
-};
+pub use fdinfo::{fd_exists, fd_link_path, list_fds, parse_fdinfo, read_fdinfo, FdEntry, FdInfo, FdTarget};
 pub use limits::{parse_limits, read_limits, Limits, Rlimit, RLIM_INFINITY};
 pub use maps::{parse_maps, read_maps, MapsEntry, Prot, VmaKind};
 pub use smaps::{parse_smaps, parse_vm_flags, read_smaps, read_vm_flags, SmapsEntry, VmFlags};
 pub use stat::{parse_stat, read_stat, Stat, TaskState, PF_KTHREAD};
 pub use status::{parse_status, read_status, Ids, Status};
 pub use task::{
-    auxv_words, list_children, list_threads, parse_auxv, parse_pid_list, parse_timers, read_auxv,
-    read_comm, read_cwd, read_exe, read_personality, read_root, read_timers, read_timerslack_ns,
-    PosixTimer, TimerNotify,
+    auxv_words, list_children, list_threads, parse_auxv, parse_pid_list, parse_timers, read_auxv, read_comm, read_cwd,
+    read_exe, read_personality, read_root, read_timers, read_timerslack_ns, PosixTimer, TimerNotify,
 };
 pub use tree::{collect_tree, ProcTree, ProcessInfo};
 
@@ -70,11 +67,7 @@ pub enum ProcError {
     /// The file was read but its contents are not what this kernel version
     /// is expected to print. `line` is 1-based (0: the file as a whole).
     #[error("cannot parse {} line {line}: {reason}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Parse { path: PathBuf, line: usize, reason: String },
     /// The root of a tree to dump is a kernel thread.
     #[error("PID {pid} is a kernel thread, which cannot be checkpointed")]
     KernelThread { pid: i32 },
@@ -113,11 +106,7 @@ impl ProcError {
     /// only the file's name) at the real file it came from.
     pub(crate) fn at(self, real: &Path) -> Self {
         match self {
-            ProcError::Parse { line, reason, .. } => ProcError::Parse {
-                path: real.to_path_buf(),
-                line,
-                reason,
-            },
+            ProcError::Parse { line, reason, .. } => ProcError::Parse { path: real.to_path_buf(), line, reason },
             other => other,
         }
     }
@@ -126,11 +115,7 @@ impl ProcError {
 /// A parse error in `file` (a bare name such as `"maps"`, replaced by the
 /// real path with [`ProcError::at`] when a reader is involved).
 pub(crate) fn parse_err(file: &str, line: usize, reason: impl Into<String>) -> ProcError {
-    ProcError::Parse {
-        path: PathBuf::from(file),
-        line,
-        reason: reason.into(),
-    }
+    ProcError::Parse { path: PathBuf::from(file), line, reason: reason.into() }
 }
 
 fn pid_of_path(path: &Path) -> Option<i32> {
@@ -155,17 +140,9 @@ pub(crate) fn io_err(pid: i32, path: &Path, source: io::Error) -> ProcError {
         _ => false,
     };
     if gone {
-        ProcError::NoSuchProcess {
-            pid,
-            path: path.to_path_buf(),
-            source,
-        }
+        ProcError::NoSuchProcess { pid, path: path.to_path_buf(), source }
     } else {
-        ProcError::Io {
-            pid,
-            path: path.to_path_buf(),
-            source,
-        }
+        ProcError::Io { pid, path: path.to_path_buf(), source }
     }
 }
 
@@ -183,11 +160,7 @@ pub(crate) fn read_text(pid: i32, file: &str) -> Result<(PathBuf, String), ProcE
     let (path, bytes) = read_bytes(pid, file)?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok((path, s)),
-        Err(e) => Err(ProcError::Parse {
-            path,
-            line: 0,
-            reason: format!("not UTF-8 text ({e})"),
-        }),
+        Err(e) => Err(ProcError::Parse { path, line: 0, reason: format!("not UTF-8 text ({e})") }),
     }
 }
 
@@ -195,14 +168,11 @@ pub(crate) fn read_text(pid: i32, file: &str) -> Result<(PathBuf, String), ProcE
 pub(crate) fn read_link(pid: i32, file: &str) -> Result<String, ProcError> {
     let path = proc_path(pid, file);
     let target = std::fs::read_link(&path).map_err(|e| io_err(pid, &path, e))?;
-    target
-        .into_os_string()
-        .into_string()
-        .map_err(|t| ProcError::Parse {
-            path,
-            line: 0,
-            reason: format!("link target {t:?} is not UTF-8"),
-        })
+    target.into_os_string().into_string().map_err(|t| ProcError::Parse {
+        path,
+        line: 0,
+        reason: format!("link target {t:?} is not UTF-8"),
+    })
 }
 
 /// Lists the numeric entries of the directory `/proc/PID/DIR` (tasks, fds), sorted.
@@ -247,10 +217,7 @@ mod tests {
         let err = read_text(0x7fff_fff0, "maps").unwrap_err();
         assert!(err.is_no_such_process(), "{err:?}");
         assert_eq!(err.pid(), Some(0x7fff_fff0));
-        assert_eq!(
-            err.to_string(),
-            "no process with PID 2147483632 (reading /proc/2147483632/maps)"
-        );
+        assert_eq!(err.to_string(), "no process with PID 2147483632 (reading /proc/2147483632/maps)");
     }
 
     #[test]
@@ -258,10 +225,7 @@ mod tests {
         let me = i32::try_from(std::process::id()).unwrap();
         let err = read_text(me, "no-such-file").unwrap_err();
         assert!(matches!(err, ProcError::Io { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!("cannot read /proc/{me}/no-such-file")
-        );
+        assert_eq!(err.to_string(), format!("cannot read /proc/{me}/no-such-file"));
     }
 
     #[test]

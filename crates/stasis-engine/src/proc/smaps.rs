@@ -159,52 +159,34 @@ pub fn parse_smaps(text: &str) -> Result<Vec<SmapsEntry>, ProcError> {
         let n = i + 1;
         if is_header(line) {
             if !flags_seen {
-                return Err(parse_err(
-                    "smaps",
-                    last_header,
-                    "VMA without a VmFlags line",
-                ));
+                return Err(parse_err("smaps", last_header, "VMA without a VmFlags line"));
             }
             let vma = parse_maps_line(line).map_err(|r| parse_err("smaps", n, r))?;
-            out.push(SmapsEntry {
-                vma,
-                flags: VmFlags::default(),
-            });
+            out.push(SmapsEntry { vma, flags: VmFlags::default() });
             flags_seen = false;
             last_header = n;
         } else if let Some(v) = line.strip_prefix("VmFlags:") {
-            let cur = out
-                .last_mut()
-                .ok_or_else(|| parse_err("smaps", n, "VmFlags before any VMA"))?;
+            let cur = out.last_mut().ok_or_else(|| parse_err("smaps", n, "VmFlags before any VMA"))?;
             cur.flags = VmFlags::parse(v);
             flags_seen = true;
         }
     }
     if !flags_seen {
-        return Err(parse_err(
-            "smaps",
-            last_header,
-            "VMA without a VmFlags line",
-        ));
+        return Err(parse_err("smaps", last_header, "VMA without a VmFlags line"));
     }
     Ok(out)
 }
 
 /// Parses the text of an `smaps` file into flags by VMA start address.
 pub fn parse_vm_flags(text: &str) -> Result<BTreeMap<u64, VmFlags>, ProcError> {
-    Ok(parse_smaps(text)?
-        .into_iter()
-        .map(|e| (e.vma.start, e.flags))
-        .collect())
+    Ok(parse_smaps(text)?.into_iter().map(|e| (e.vma.start, e.flags)).collect())
 }
 
 /// A VMA header starts with `start-end `; field lines start with `Key:`.
 fn is_header(line: &str) -> bool {
     let first = line.split(' ').next().unwrap_or("");
     !first.ends_with(':')
-        && first
-            .split_once('-')
-            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && super::hex_u64(a).is_some())
+        && first.split_once('-').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && super::hex_u64(a).is_some())
 }
 
 #[cfg(test)]
@@ -230,10 +212,7 @@ mod tests {
 
         let memfd = &by_kind(VmaKind::Memfd).flags;
         assert!(memfd.shared && memfd.may_share);
-        let sysv = v
-            .iter()
-            .find(|e| e.vma.kind == VmaKind::SharedAnon)
-            .unwrap();
+        let sysv = v.iter().find(|e| e.vma.kind == VmaKind::SharedAnon).unwrap();
         assert!(sysv.flags.shared);
 
         // The guard page of a thread stack: PROT_NONE, MADV_NOHUGEPAGE.
@@ -251,7 +230,9 @@ mod tests {
 
     #[test]
     fn every_code() {
-        let f = VmFlags::parse(" rd wr ex sh mr mw me ms gd pf io lo lf dc de ac nr ht wf dd sd mm hg nh mg um uw ui ss sl zz ");
+        let f = VmFlags::parse(
+            " rd wr ex sh mr mw me ms gd pf io lo lf dc de ac nr ht wf dd sd mm hg nh mg um uw ui ss sl zz ",
+        );
         assert!(f.read && f.write && f.exec && f.shared);
         assert!(f.may_read && f.may_write && f.may_exec && f.may_share);
         assert!(f.grows_down && f.pfn_map && f.io && f.locked && f.lock_on_fault);
@@ -277,9 +258,7 @@ mod tests {
     fn read_own_smaps_matches_maps() {
         let me = i32::try_from(std::process::id()).unwrap();
         let s = read_smaps(me).unwrap();
-        assert!(s
-            .iter()
-            .any(|e| e.vma.kind == VmaKind::Stack && e.flags.grows_down));
+        assert!(s.iter().any(|e| e.vma.kind == VmaKind::Stack && e.flags.grows_down));
         assert!(s.iter().all(|e| e.flags.read == e.vma.prot.read));
         assert!(!read_vm_flags(me).unwrap().is_empty());
     }

@@ -148,12 +148,8 @@ pub fn read_stat(pid: i32) -> Result<Stat, ProcError> {
 pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
     let err = |r: String| parse_err("stat", 1, r);
     let text = text.trim_end_matches('\n');
-    let (head, tail) = text
-        .split_once(" (")
-        .ok_or_else(|| err("no '(' before comm".into()))?;
-    let close = tail
-        .rfind(')')
-        .ok_or_else(|| err("no ')' after comm".into()))?;
+    let (head, tail) = text.split_once(" (").ok_or_else(|| err("no '(' before comm".into()))?;
+    let close = tail.rfind(')').ok_or_else(|| err("no ')' after comm".into()))?;
     let comm = &tail[..close];
     let rest: Vec<&str> = tail[close + 1..].split_ascii_whitespace().collect();
     // rest[0] is field (3).
@@ -162,8 +158,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
     }
     let f = |n: usize| rest[n - 3];
     fn num<T: std::str::FromStr>(s: &str, n: usize) -> Result<T, ProcError> {
-        s.parse()
-            .map_err(|_| parse_err("stat", 1, format!("bad field {n}: {s:?}")))
+        s.parse().map_err(|_| parse_err("stat", 1, format!("bad field {n}: {s:?}")))
     }
     let mut state = f(3).chars();
     let state = match (state.next(), state.next()) {
@@ -213,14 +208,8 @@ mod tests {
     #[test]
     fn python_sample() {
         let s = parse_stat(include_str!("fixtures/python_stat.txt")).unwrap();
-        assert_eq!(
-            (s.pid, s.comm.as_str(), s.state),
-            (4957, "python3", TaskState::Sleeping)
-        );
-        assert_eq!(
-            (s.ppid, s.pgrp, s.session, s.tty_nr, s.tpgid),
-            (4956, 4957, 4957, 0, -1)
-        );
+        assert_eq!((s.pid, s.comm.as_str(), s.state), (4957, "python3", TaskState::Sleeping));
+        assert_eq!((s.ppid, s.pgrp, s.session, s.tty_nr, s.tpgid), (4956, 4957, 4957, 0, -1));
         assert_eq!(s.flags, 4194304);
         assert!(!s.is_kernel_thread());
         assert_eq!(s.num_threads, 3);

@@ -92,9 +92,7 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
         let bad = || parse_err("status", n, format!("bad {key} value {value:?}"));
         let int = |v: &str| v.parse::<i64>().map_err(|_| bad());
         let list = |v: &str| -> Result<Vec<i32>, ProcError> {
-            v.split_ascii_whitespace()
-                .map(|x| x.parse().map_err(|_| bad()))
-                .collect()
+            v.split_ascii_whitespace().map(|x| x.parse().map_err(|_| bad())).collect()
         };
         let hex = |v: &str| hex_u64(v).ok_or_else(bad);
         match key {
@@ -109,19 +107,12 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
             "PPid" => ppid = Some(list(value)?.first().copied().ok_or_else(bad)?),
             "TracerPid" => tracer_pid = Some(list(value)?.first().copied().ok_or_else(bad)?),
             "Uid" | "Gid" => {
-                let v: Vec<u32> = value
-                    .split_ascii_whitespace()
-                    .map(|x| x.parse().map_err(|_| bad()))
-                    .collect::<Result<_, _>>()?;
+                let v: Vec<u32> =
+                    value.split_ascii_whitespace().map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
                 let [real, effective, saved, fs] = v[..] else {
                     return Err(bad());
                 };
-                let ids = Some(Ids {
-                    real,
-                    effective,
-                    saved,
-                    fs,
-                });
+                let ids = Some(Ids { real, effective, saved, fs });
                 if key == "Uid" {
                     uid = ids;
                 } else {
@@ -129,10 +120,8 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
                 }
             }
             "Groups" => {
-                groups = value
-                    .split_ascii_whitespace()
-                    .map(|x| x.parse().map_err(|_| bad()))
-                    .collect::<Result<_, _>>()?;
+                groups =
+                    value.split_ascii_whitespace().map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
             }
             "NStgid" => ns_tgid = list(value)?,
             "NSpid" => ns_pid = list(value)?,
@@ -156,9 +145,7 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
             "CapAmb" => caps[4] = Some(hex(value)?),
             "NoNewPrivs" => no_new_privs = int(value)? != 0,
             "Seccomp" => seccomp = u32::try_from(int(value)?).map_err(|_| bad())?,
-            "Seccomp_filters" => {
-                seccomp_filters = Some(u32::try_from(int(value)?).map_err(|_| bad())?)
-            }
+            "Seccomp_filters" => seccomp_filters = Some(u32::try_from(int(value)?).map_err(|_| bad())?),
             _ => {}
         }
     }
@@ -173,11 +160,7 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
     for i in 0..5 {
         m[i] = need(masks[i], MASKS[i])?;
         // CapAmb appeared in 4.3: treat its absence as an empty set.
-        c[i] = if i == 4 {
-            caps[i].unwrap_or(0)
-        } else {
-            need(caps[i], CAPS[i])?
-        };
+        c[i] = if i == 4 { caps[i].unwrap_or(0) } else { need(caps[i], CAPS[i])? };
     }
     Ok(Status {
         name: need(name, "Name")?,
@@ -250,10 +233,7 @@ mod tests {
         assert_eq!((s.tgid, s.pid, s.ppid, s.tracer_pid), (4957, 4957, 4956, 0));
         assert_eq!(s.uid, Ids::default());
         assert!(s.groups.is_empty());
-        assert_eq!(
-            (s.ns_pid.clone(), s.ns_pgid.clone()),
-            (vec![4957], vec![4957])
-        );
+        assert_eq!((s.ns_pid.clone(), s.ns_pgid.clone()), (vec![4957], vec![4957]));
         assert_eq!(s.ns_sid, vec![4957]);
         assert_eq!(s.kthread, Some(false));
         assert_eq!(s.threads, 3);
@@ -262,10 +242,7 @@ mod tests {
         // SIGUSR1 (10) blocked; SIGINT caught by Python.
         assert_eq!(s.sig_blk, 1 << 9);
         assert_ne!(s.sig_cgt & (1 << 1), 0);
-        assert_eq!(
-            (s.cap_prm, s.cap_eff, s.cap_amb),
-            (0x1fffeffffff, 0x1fffeffffff, 0)
-        );
+        assert_eq!((s.cap_prm, s.cap_eff, s.cap_amb), (0x1fffeffffff, 0x1fffeffffff, 0));
         assert!(!s.no_new_privs);
         assert_eq!((s.seccomp, s.seccomp_filters), (0, Some(0)));
     }
@@ -273,10 +250,7 @@ mod tests {
     #[test]
     fn kernel_thread_sample() {
         let s = parse_status(include_str!("fixtures/kthread_status.txt")).unwrap();
-        assert_eq!(
-            (s.name.as_str(), s.pid, s.ppid, s.kthread),
-            ("kthreadd", 2, 0, Some(true))
-        );
+        assert_eq!((s.name.as_str(), s.pid, s.ppid, s.kthread), ("kthreadd", 2, 0, Some(true)));
     }
 
     #[test]
@@ -293,15 +267,7 @@ mod tests {
         assert_eq!(s.name, "a\\b\nc");
         assert_eq!(s.groups, vec![4, 24, 1000]);
         assert_eq!(s.ns_pid, vec![4957, 1]);
-        assert_eq!(
-            s.uid,
-            Ids {
-                real: 1000,
-                effective: 1001,
-                saved: 1002,
-                fs: 1003
-            }
-        );
+        assert_eq!(s.uid, Ids { real: 1000, effective: 1001, saved: 1002, fs: 1003 });
         assert!(s.no_new_privs);
         assert_eq!(s.seccomp, 2);
     }

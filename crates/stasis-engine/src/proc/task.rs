@@ -25,8 +25,7 @@ pub fn list_children(pid: i32) -> Result<Vec<i32>, ProcError> {
             Ok((path, text)) => out.extend(parse_pid_list(&text).map_err(|e| e.at(&path))?),
             // A thread that went away is not an error; a process that did is.
             Err(ProcError::Io { source, .. })
-                if source.raw_os_error() == Some(libc::ENOENT)
-                    || source.raw_os_error() == Some(libc::ESRCH) =>
+                if source.raw_os_error() == Some(libc::ENOENT) || source.raw_os_error() == Some(libc::ESRCH) =>
             {
                 log::debug!("thread {tid} of {pid} exited while listing children");
             }
@@ -41,10 +40,7 @@ pub fn list_children(pid: i32) -> Result<Vec<i32>, ProcError> {
 /// Parses a space-separated list of pids (the `children` file).
 pub fn parse_pid_list(text: &str) -> Result<Vec<i32>, ProcError> {
     text.split_ascii_whitespace()
-        .map(|p| {
-            p.parse()
-                .map_err(|_| parse_err("children", 1, format!("bad pid {p:?}")))
-        })
+        .map(|p| p.parse().map_err(|_| parse_err("children", 1, format!("bad pid {p:?}"))))
         .collect()
 }
 
@@ -67,11 +63,7 @@ pub fn read_auxv(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
 /// flatten with [`auxv_words`], which puts the terminator back.
 pub fn parse_auxv(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ProcError> {
     if !bytes.chunks_exact(16).remainder().is_empty() {
-        return Err(parse_err(
-            "auxv",
-            0,
-            format!("{} bytes, not a whole number of pairs", bytes.len()),
-        ));
+        return Err(parse_err("auxv", 0, format!("{} bytes, not a whole number of pairs", bytes.len())));
     }
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
@@ -121,9 +113,7 @@ pub fn read_comm(pid: i32) -> Result<String, ProcError> {
 /// `CAP_SYS_NICE` (root has it).
 pub fn read_timerslack_ns(pid: i32) -> Result<u64, ProcError> {
     let (path, text) = read_text(pid, "timerslack_ns")?;
-    text.trim().parse().map_err(|_| {
-        parse_err("timerslack_ns", 1, format!("bad value {:?}", text.trim())).at(&path)
-    })
+    text.trim().parse().map_err(|_| parse_err("timerslack_ns", 1, format!("bad value {:?}", text.trim())).at(&path))
 }
 
 /// How a POSIX timer notifies (the `notify:` line: `signal/pid.N`,
@@ -190,9 +180,8 @@ pub fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, ProcError> {
         };
         let id = field("ID", (i, first))?;
         let mut next = |want: &str| -> Result<(usize, String), ProcError> {
-            let (n, l) = lines
-                .next()
-                .ok_or_else(|| parse_err("timers", 0, format!("timer {id} has no {want} line")))?;
+            let (n, l) =
+                lines.next().ok_or_else(|| parse_err("timers", 0, format!("timer {id} has no {want} line")))?;
             Ok((n + 1, field(want, (n, l))?))
         };
         let (ns, signal) = next("signal")?;
@@ -252,15 +241,9 @@ mod tests {
             }
         );
         assert_eq!(t[0].sigev_notify(), libc::SIGEV_THREAD_ID);
-        assert_eq!(
-            (t[1].id, t[1].notify, t[1].clock_id),
-            (1, TimerNotify::None, 0)
-        );
+        assert_eq!((t[1].id, t[1].notify, t[1].clock_id), (1, TimerNotify::None, 0));
         assert_eq!(t[1].sigev_notify(), libc::SIGEV_NONE);
-        assert_eq!(
-            (t[2].signal, t[2].sigev_value, t[2].thread_id),
-            (12, 42, false)
-        );
+        assert_eq!((t[2].signal, t[2].sigev_value, t[2].thread_id), (12, 42, false));
         assert_eq!(t[2].sigev_notify(), libc::SIGEV_SIGNAL);
         assert!(parse_timers("").unwrap().is_empty());
     }
@@ -270,9 +253,7 @@ mod tests {
         let s = include_str!("fixtures/python_timers.txt");
         assert!(parse_timers(&s.replacen("notify: signal/tid", "notify: bogus/tid", 1)).is_err());
         assert!(parse_timers(&s.replacen("ClockID: 1\n", "", 1)).is_err());
-        let e =
-            parse_timers("ID: 0\nsignal: 12/00000000000000zz\nnotify: none/pid.1\nClockID: 0\n")
-                .unwrap_err();
+        let e = parse_timers("ID: 0\nsignal: 12/00000000000000zz\nnotify: none/pid.1\nClockID: 0\n").unwrap_err();
         assert!(matches!(e, ProcError::Parse { line: 2, .. }), "{e:?}");
         assert!(parse_timers("ID: 0\n").is_err());
     }
@@ -280,37 +261,12 @@ mod tests {
     #[test]
     fn auxv_roundtrip() {
         let mut b = Vec::new();
-        for w in [
-            libc::AT_PAGESZ,
-            4096,
-            libc::AT_SYSINFO_EHDR,
-            0x7f7c94c83000,
-            0,
-            0,
-            9,
-            9,
-        ] {
+        for w in [libc::AT_PAGESZ, 4096, libc::AT_SYSINFO_EHDR, 0x7f7c94c83000, 0, 0, 9, 9] {
             b.extend_from_slice(&w.to_ne_bytes());
         }
         let a = parse_auxv(&b).unwrap();
-        assert_eq!(
-            a,
-            [
-                (libc::AT_PAGESZ, 4096),
-                (libc::AT_SYSINFO_EHDR, 0x7f7c94c83000)
-            ]
-        );
-        assert_eq!(
-            auxv_words(&a),
-            [
-                libc::AT_PAGESZ,
-                4096,
-                libc::AT_SYSINFO_EHDR,
-                0x7f7c94c83000,
-                0,
-                0
-            ]
-        );
+        assert_eq!(a, [(libc::AT_PAGESZ, 4096), (libc::AT_SYSINFO_EHDR, 0x7f7c94c83000)]);
+        assert_eq!(auxv_words(&a), [libc::AT_PAGESZ, 4096, libc::AT_SYSINFO_EHDR, 0x7f7c94c83000, 0, 0]);
         assert!(parse_auxv(&b[..20]).is_err());
         assert!(parse_auxv(&b[..32]).is_err());
     }
@@ -322,10 +278,7 @@ mod tests {
         assert!(auxv.contains(&(libc::AT_PAGESZ, 4096)));
         assert_eq!(read_personality(me).unwrap() & 0xff, 0);
         assert!(read_exe(me).unwrap().starts_with('/'));
-        assert_eq!(
-            read_cwd(me).unwrap(),
-            std::env::current_dir().unwrap().to_str().unwrap()
-        );
+        assert_eq!(read_cwd(me).unwrap(), std::env::current_dir().unwrap().to_str().unwrap());
         assert_eq!(read_root(me).unwrap(), "/");
         assert!(!read_comm(me).unwrap().ends_with('\n'));
         assert!(read_timerslack_ns(me).unwrap() > 0);
@@ -338,14 +291,8 @@ mod tests {
     fn children_of_every_thread() {
         let me = me();
         // Fork from a second thread: the child is listed under that thread only.
-        let mut child = std::thread::spawn(|| {
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap()
-        })
-        .join()
-        .unwrap();
+        let mut child =
+            std::thread::spawn(|| std::process::Command::new("sleep").arg("30").spawn().unwrap()).join().unwrap();
         let cpid = i32::try_from(child.id()).unwrap();
         let kids = list_children(me).unwrap();
         child.kill().unwrap();

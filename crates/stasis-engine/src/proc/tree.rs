@@ -85,10 +85,7 @@ pub fn collect_tree(root: i32) -> Result<ProcTree, ProcError> {
         return Err(ProcError::KernelThread { pid: root });
     }
     if status.tgid != root {
-        return Err(ProcError::NotThreadGroupLeader {
-            pid: root,
-            tgid: status.tgid,
-        });
+        return Err(ProcError::NotThreadGroupLeader { pid: root, tgid: status.tgid });
     }
     if self_and_ancestors()?.contains(&root) {
         return Err(ProcError::SelfOrAncestor { pid: root });
@@ -97,11 +94,7 @@ pub fn collect_tree(root: i32) -> Result<ProcTree, ProcError> {
         return Err(ProcError::Zombie { pid: root });
     }
 
-    let mut tree = ProcTree {
-        procs: Vec::new(),
-        kids: Vec::new(),
-        index: HashMap::new(),
-    };
+    let mut tree = ProcTree { procs: Vec::new(), kids: Vec::new(), index: HashMap::new() };
     // Depth first; a stack of pids still to visit, popped in ascending order.
     let mut todo = vec![(root, st)];
     while let Some((pid, st)) = todo.pop() {
@@ -148,20 +141,9 @@ pub fn collect_tree(root: i32) -> Result<ProcTree, ProcError> {
 fn visit(pid: i32, st: Stat) -> Result<(ProcessInfo, Vec<i32>), ProcError> {
     let threads = list_threads(pid)?;
     // A zombie's children were reparented when it exited.
-    let kids = if st.is_zombie() {
-        Vec::new()
-    } else {
-        list_children(pid)?
-    };
-    let info = ProcessInfo {
-        pid,
-        ppid: st.ppid,
-        pgid: st.pgrp,
-        sid: st.session,
-        threads,
-        comm: st.comm,
-        state: st.state,
-    };
+    let kids = if st.is_zombie() { Vec::new() } else { list_children(pid)? };
+    let info =
+        ProcessInfo { pid, ppid: st.ppid, pgid: st.pgrp, sid: st.session, threads, comm: st.comm, state: st.state };
     Ok((info, kids))
 }
 
@@ -203,9 +185,7 @@ mod tests {
 
     impl Drop for Group {
         fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.pid())])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.pid())]).status();
             let _ = self.0.wait();
         }
     }
@@ -228,10 +208,8 @@ mod tests {
 
     #[test]
     fn shell_tree_in_parent_order() {
-        let g = Group::spawn(
-            Command::new("sh").args(["-c", "sleep 30 & (sleep 30 & sleep 30 & wait) & wait"]),
-        )
-        .unwrap();
+        let g =
+            Group::spawn(Command::new("sh").args(["-c", "sleep 30 & (sleep 30 & sleep 30 & wait) & wait"])).unwrap();
         let root = g.pid();
         let tree = wait_for(|| {
             let t = collect_tree(root).ok()?;
@@ -241,10 +219,7 @@ mod tests {
         assert_eq!(tree.root().pid, root);
         let mut seen = HashSet::new();
         for p in tree.processes() {
-            assert!(
-                p.pid == root || seen.contains(&p.ppid),
-                "{p:?} before its parent"
-            );
+            assert!(p.pid == root || seen.contains(&p.ppid), "{p:?} before its parent");
             seen.insert(p.pid);
             assert_eq!((p.pgid, p.threads.clone()), (root, vec![p.pid]));
             assert_eq!(p.sid, tree.root().sid);
@@ -270,17 +245,10 @@ mod tests {
             return;
         };
         let pid = g.pid();
-        let tree = wait_for(|| {
-            collect_tree(pid)
-                .ok()
-                .filter(|t| t.root().threads.len() == 3)
-        });
+        let tree = wait_for(|| collect_tree(pid).ok().filter(|t| t.root().threads.len() == 3));
         let other = *tree.root().threads.iter().find(|&&t| t != pid).unwrap();
         let e = collect_tree(other).unwrap_err();
-        assert!(
-            matches!(e, ProcError::NotThreadGroupLeader { pid: p, tgid } if p == other && tgid == pid),
-            "{e:?}"
-        );
+        assert!(matches!(e, ProcError::NotThreadGroupLeader { pid: p, tgid } if p == other && tgid == pid), "{e:?}");
     }
 
     #[test]
@@ -301,22 +269,13 @@ mod tests {
         let me = me();
         assert!(matches!(collect_tree(me), Err(ProcError::SelfOrAncestor { pid }) if pid == me));
         let parent = read_stat(me).unwrap().ppid;
-        assert!(matches!(
-            collect_tree(parent),
-            Err(ProcError::SelfOrAncestor { .. })
-        ));
-        assert!(matches!(
-            collect_tree(1),
-            Err(ProcError::SelfOrAncestor { pid: 1 })
-        ));
+        assert!(matches!(collect_tree(parent), Err(ProcError::SelfOrAncestor { .. })));
+        assert!(matches!(collect_tree(1), Err(ProcError::SelfOrAncestor { pid: 1 })));
         match read_stat(2) {
             Ok(s) if s.is_kernel_thread() => {
                 let e = collect_tree(2).unwrap_err();
                 assert!(matches!(e, ProcError::KernelThread { pid: 2 }), "{e:?}");
-                assert_eq!(
-                    e.to_string(),
-                    "PID 2 is a kernel thread, which cannot be checkpointed"
-                );
+                assert_eq!(e.to_string(), "PID 2 is a kernel thread, which cannot be checkpointed");
             }
             _ => eprintln!("SKIP: pid 2 is not a kernel thread in this PID namespace"),
         }
@@ -328,9 +287,6 @@ mod tests {
         wait_for(|| read_stat(pid).ok().filter(|s| s.is_zombie()));
         let e = collect_tree(pid).unwrap_err();
         child.wait().unwrap();
-        assert!(
-            matches!(e, ProcError::Zombie { pid: p } if p == pid),
-            "{e:?}"
-        );
+        assert!(matches!(e, ProcError::Zombie { pid: p } if p == pid), "{e:?}");
     }
 }

@@ -33,8 +33,7 @@ impl ProcessImage {
     }
 
     pub fn is_zombie(&self) -> bool {
-        self.tc()
-            .is_some_and(|tc| tc.task_state == task_state::ZOMBIE)
+        self.tc().is_some_and(|tc| tc.task_state == task_state::ZOMBIE)
     }
 }
 
@@ -47,10 +46,7 @@ pub struct TreeImage {
 }
 
 fn invalid(dir: &Path, what: impl Into<String>) -> RestoreError {
-    RestoreError::Invalid {
-        dir: dir.to_path_buf(),
-        what: what.into(),
-    }
+    RestoreError::Invalid { dir: dir.to_path_buf(), what: what.into() }
 }
 
 /// Reads and validates the image directory.
@@ -68,10 +64,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
         let pid = e.pid;
         let mut cores = Vec::with_capacity(e.threads.len());
         let main = img.read_core(pid)?;
-        let zombie = main
-            .tc
-            .as_ref()
-            .is_some_and(|tc| tc.task_state == task_state::ZOMBIE);
+        let zombie = main.tc.as_ref().is_some_and(|tc| tc.task_state == task_state::ZOMBIE);
         cores.push((pid as Pid, main));
         if zombie {
             processes.push(ProcessImage {
@@ -90,31 +83,20 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
         }
         for (tid, c) in &cores {
             if c.thread_info.is_none() {
-                return Err(invalid(
-                    dir,
-                    format!("core-{tid}.img has no x86-64 registers"),
-                ));
+                return Err(invalid(dir, format!("core-{tid}.img has no x86-64 registers")));
             }
         }
         let mm = img.read_mm(pid)?;
         let (head, entries) = img.read_pagemap(pid)?;
-        let runs: Vec<Run> = entries
-            .iter()
-            .map(|p| Run {
-                vaddr: p.vaddr,
-                nr_pages: stasis_image::pages::entry_nr_pages(p),
-            })
-            .collect();
+        let runs: Vec<Run> =
+            entries.iter().map(|p| Run { vaddr: p.vaddr, nr_pages: stasis_image::pages::entry_nr_pages(p) }).collect();
         let pages_path = img.pages_path(head.pages_id);
         let want: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
         let have = std::fs::metadata(&pages_path).map(|m| m.len()).unwrap_or(0);
         if have < want {
             return Err(invalid(
                 dir,
-                format!(
-                    "{} holds {have} bytes but pagemap-{pid}.img needs {want}",
-                    pages_path.display()
-                ),
+                format!("{} holds {have} bytes but pagemap-{pid}.img needs {want}", pages_path.display()),
             ));
         }
         let ids = img.read_ids(pid)?;
@@ -123,61 +105,30 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
             if !file_ids.contains(&f.id) {
                 return Err(invalid(
                     dir,
-                    format!(
-                        "fd {} of process {pid} refers to file {}, missing from files.img",
-                        f.fd, f.id
-                    ),
+                    format!("fd {} of process {pid} refers to file {}, missing from files.img", f.fd, f.id),
                 ));
             }
         }
         for v in &mm.vmas {
-            let file = v.status
-                & (stasis_image::flags::vma::FILE_PRIVATE | stasis_image::flags::vma::FILE_SHARED)
-                != 0;
+            let file = v.status & (stasis_image::flags::vma::FILE_PRIVATE | stasis_image::flags::vma::FILE_SHARED) != 0;
             if file && !file_ids.contains(&(v.shmid as u32)) {
                 return Err(invalid(
                     dir,
-                    format!(
-                        "a mapping of process {pid} refers to file {}, missing from files.img",
-                        v.shmid
-                    ),
+                    format!("a mapping of process {pid} refers to file {}, missing from files.img", v.shmid),
                 ));
             }
         }
         let fs = Some(img.read_fs(pid)?);
-        processes.push(ProcessImage {
-            pstree: e,
-            cores,
-            mm: Some(mm),
-            runs,
-            pages_path,
-            fdinfo,
-            fs,
-        });
+        processes.push(ProcessImage { pstree: e, cores, mm: Some(mm), runs, pages_path, fdinfo, fs });
     }
-    let pipe_data = img
-        .read_pipes_data()?
-        .into_iter()
-        .map(|p| (p.entry.pipe_id, p.data))
-        .collect();
+    let pipe_data = img.read_pipes_data()?.into_iter().map(|p| (p.entry.pipe_id, p.data)).collect();
     // Parents must come before children, and every parent must be in the tree.
     let mut seen = std::collections::HashSet::new();
     for (i, p) in processes.iter().enumerate() {
         if i > 0 && !seen.contains(&p.pstree.ppid) {
-            return Err(invalid(
-                dir,
-                format!(
-                    "process {} appears before its parent {}",
-                    p.pstree.pid, p.pstree.ppid
-                ),
-            ));
+            return Err(invalid(dir, format!("process {} appears before its parent {}", p.pstree.pid, p.pstree.ppid)));
         }
         seen.insert(p.pstree.pid);
     }
-    Ok(TreeImage {
-        dir: dir.to_path_buf(),
-        processes,
-        files,
-        pipe_data,
-    })
+    Ok(TreeImage { dir: dir.to_path_buf(), processes, files, pipe_data })
 }

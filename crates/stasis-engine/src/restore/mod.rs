@@ -90,24 +90,21 @@ fn pick_scratch(tree: &TreeImage) -> Result<u64, RestoreError> {
         }
     }
     if cand + SCRATCH_LEN >= 0x7f00_0000_0000 {
-        return Err(RestoreError::Invalid {
-            dir: tree.dir.clone(),
-            what: "no free address range for restore".into(),
-        });
+        return Err(RestoreError::Invalid { dir: tree.dir.clone(), what: "no free address range for restore".into() });
     }
     Ok(cand)
 }
 
 fn check_ids_free(tree: &TreeImage) -> Result<(), RestoreError> {
     for p in &tree.processes {
-        for &tid in &p.pstree.threads {
-            if Path::new(&format!("/proc/{tid}")).exists() {
-                return Err(RestoreError::PidInUse { pid: tid as Pid });
+        for &id in p.pstree.threads.iter().chain(std::iter::once(&p.pstree.pid)) {
+            let id = id as Pid;
+            if !Path::new(&format!("/proc/{id}")).exists() {
+                continue;
             }
-        }
-        if Path::new(&format!("/proc/{}", p.pstree.pid)).exists() {
-            return Err(RestoreError::PidInUse {
-                pid: p.pstree.pid as Pid,
+            return Err(match crate::proc::read_stat(id) {
+                Ok(st) if st.is_zombie() => RestoreError::PidHeldByZombie { pid: id, parent: st.ppid },
+                _ => RestoreError::PidInUse { pid: id },
             });
         }
     }
@@ -121,10 +118,7 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     check_ids_free(&tree)?;
     let scratch = pick_scratch(&tree)?;
     let _ = proc_ctl::set_child_subreaper(true);
-    let mut tx = Transaction {
-        pids: Vec::new(),
-        committed: false,
-    };
+    let mut tx = Transaction { pids: Vec::new(), committed: false };
     let root_img = &tree.processes[0];
     let root_pid = root_img.pid();
 
@@ -139,32 +133,23 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     })?;
     tx.pids.push(root_pid);
     if root_img.pstree.sid == root_pid as u32 {
-        root.call(libc::SYS_setsid, [0; 6])
-            .map_err(restore_io(root_pid, "setsid"))?;
+        root.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(root_pid, "setsid"))?;
     }
     tasks.insert(root_pid, root);
     for p in tree.processes.iter().skip(1) {
         interrupted()?;
         let pid = p.pid();
-        let parent =
-            tasks
-                .get_mut(&(p.pstree.ppid as Pid))
-                .ok_or_else(|| RestoreError::Invalid {
-                    dir: tree.dir.clone(),
-                    what: format!(
-                        "the parent {} of process {pid} is not restored first",
-                        p.pstree.ppid
-                    ),
-                })?;
+        let parent = tasks.get_mut(&(p.pstree.ppid as Pid)).ok_or_else(|| RestoreError::Invalid {
+            dir: tree.dir.clone(),
+            what: format!("the parent {} of process {pid} is not restored first", p.pstree.ppid),
+        })?;
         let mut child = parent.fork_child(pid).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid },
             _ => restore_io(pid, "create process")(e),
         })?;
         tx.pids.push(pid);
         if p.pstree.sid == pid as u32 {
-            child
-                .call(libc::SYS_setsid, [0; 6])
-                .map_err(restore_io(pid, "setsid"))?;
+            child.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(pid, "setsid"))?;
         }
         tasks.insert(pid, child);
     }
@@ -173,8 +158,7 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
 
     // 3. Each process's contents.
     let mut sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data)?;
-    let file_by_id: HashMap<u32, &stasis_image::pb::FileEntry> =
-        tree.files.iter().map(|f| (f.id, f)).collect();
+    let file_by_id: HashMap<u32, &stasis_image::pb::FileEntry> = tree.files.iter().map(|f| (f.id, f)).collect();
     let map_paths = sources.mapping_paths(&tree.files);
     let inherited = proc_ctl::nondefault_signals();
     let mut shared_anon = mm::SharedAnonRegistry::new();
@@ -183,15 +167,7 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
         interrupted()?;
         let pid = p.pid();
         let t = tasks.get_mut(&pid).ok_or(RestoreError::Interrupted)?;
-        let ts = restore_process(
-            t,
-            p,
-            &file_by_id,
-            &sources,
-            &map_paths,
-            &mut shared_anon,
-            inherited,
-        )?;
+        let ts = restore_process(t, p, &file_by_id, &sources, &map_paths, &mut shared_anon, inherited)?;
         tx.pids.extend(ts.iter().map(|t| t.tid));
         threads.insert(pid, ts);
     }
@@ -208,23 +184,15 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     let mut ready: Vec<Pid> = Vec::new();
     for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
         let pid = p.pid();
-        for (t, (_, core)) in threads
-            .remove(&pid)
-            .unwrap_or_default()
-            .into_iter()
-            .zip(p.cores.iter().skip(1))
-        {
+        for (t, (_, core)) in threads.remove(&pid).unwrap_or_default().into_iter().zip(p.cores.iter().skip(1)) {
             let tid = t.tid;
             finish_thread(t, core, None)?;
             ready.push(tid);
         }
         let mut t = tasks.remove(&pid).ok_or(RestoreError::Interrupted)?;
         if pid == root_pid {
-            t.call(
-                libc::SYS_prctl,
-                [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
-            )
-            .map_err(restore_io(pid, "clear parent-death signal"))?;
+            t.call(libc::SYS_prctl, [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0])
+                .map_err(restore_io(pid, "clear parent-death signal"))?;
         }
         let scratch = t.scratch;
         finish_thread(t, &p.cores[0].1, Some(scratch))?;
@@ -239,20 +207,12 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
         let _ = ptrace::wait(p.pid());
     }
     tx.committed = true;
-    Ok(Restored {
-        root_pid,
-        processes: tree.processes.len(),
-        restore_time: t0.elapsed(),
-    })
+    Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
 }
 
 /// Group leaders first, then members (`setpgid` needs the group to exist).
-fn set_process_groups(
-    tree: &TreeImage,
-    tasks: &mut HashMap<Pid, Task>,
-) -> Result<(), RestoreError> {
-    let in_tree: std::collections::HashSet<u32> =
-        tree.processes.iter().map(|p| p.pstree.pid).collect();
+fn set_process_groups(tree: &TreeImage, tasks: &mut HashMap<Pid, Task>) -> Result<(), RestoreError> {
+    let in_tree: std::collections::HashSet<u32> = tree.processes.iter().map(|p| p.pstree.pid).collect();
     for leaders_first in [true, false] {
         for p in &tree.processes {
             let (pid, pgid) = (p.pstree.pid, p.pstree.pgid);
@@ -262,9 +222,7 @@ fn set_process_groups(
             if !in_tree.contains(&pgid) {
                 continue;
             }
-            let t = tasks
-                .get_mut(&(pid as Pid))
-                .ok_or(RestoreError::Interrupted)?;
+            let t = tasks.get_mut(&(pid as Pid)).ok_or(RestoreError::Interrupted)?;
             let target = if pgid == pid { 0 } else { pgid as u64 };
             t.call(libc::SYS_setpgid, [0, target, 0, 0, 0, 0])
                 .map_err(restore_io(pid as Pid, format!("join process group {pgid}")))?;
@@ -291,28 +249,18 @@ fn restore_process(
 
     mm::clear_address_space(t, &mme.vmas)?;
     mm::map_vmas(t, &mme.vmas, map_paths, shared_anon)?;
-    let pages = std::fs::File::open(&p.pages_path).map_err(|source| RestoreError::Read {
-        path: p.pages_path.clone(),
-        source,
-    })?;
+    let pages = std::fs::File::open(&p.pages_path)
+        .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
     let len = pages.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-    let map =
-        stasis_sys::mmap::FileMap::read_only(&pages, len).map_err(|source| RestoreError::Read {
-            path: p.pages_path.clone(),
-            source,
-        })?;
+    let map = stasis_sys::mmap::FileMap::read_only(&pages, len)
+        .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
     mm::fill_pages(pid, &p.runs, map.as_slice())?;
     drop(map);
     mm::finish_vmas(t, &mme.vmas)?;
 
     files::restore_fds(t, &p.fdinfo, file_by_id, sources)?;
     if let Some(fs) = &p.fs {
-        let path = |id: u32| {
-            file_by_id
-                .get(&id)
-                .and_then(|f| f.reg.as_ref())
-                .map(|r| r.name.clone())
-        };
+        let path = |id: u32| file_by_id.get(&id).and_then(|f| f.reg.as_ref()).map(|r| r.name.clone());
         let cwd = path(fs.cwd_id).unwrap_or_else(|| "/".into());
         let root = path(fs.root_id).unwrap_or_else(|| "/".into());
         task::restore_fs(t, &cwd, &root, fs.umask)?;
@@ -322,10 +270,7 @@ fn restore_process(
         task::restore_rlimits(t, r)?;
     }
     task::restore_personality(t, tc.personality)?;
-    let exe = file_by_id
-        .get(&mme.exe_file_id)
-        .and_then(|f| f.reg.as_ref())
-        .map(|r| r.name.as_str());
+    let exe = file_by_id.get(&mme.exe_file_id).and_then(|f| f.reg.as_ref()).map(|r| r.name.as_str());
     mm::restore_mm_fields(t, mme, exe)?;
 
     // Threads share the address space now restored.
@@ -364,19 +309,11 @@ fn restore_thread(t: &mut Task, core: &stasis_image::pb::CoreEntry) -> Result<()
 
 /// Sets the blocked mask, FPU state and registers; with `scratch`, the last
 /// injected call unmaps the scratch area first.
-fn finish_thread(
-    mut t: Task,
-    core: &stasis_image::pb::CoreEntry,
-    scratch: Option<u64>,
-) -> Result<(), RestoreError> {
+fn finish_thread(mut t: Task, core: &stasis_image::pb::CoreEntry, scratch: Option<u64>) -> Result<(), RestoreError> {
     let tid = t.tid;
     let info = core.thread_info.as_ref().ok_or(RestoreError::Interrupted)?;
     let regs = thread::final_regs(info).ok_or(RestoreError::Interrupted)?;
-    let blk = core
-        .thread_core
-        .as_ref()
-        .and_then(|c| c.blk_sigset)
-        .or(core.tc.as_ref().map(|tc| tc.blk_sigset));
+    let blk = core.thread_core.as_ref().and_then(|c| c.blk_sigset).or(core.tc.as_ref().map(|tc| tc.blk_sigset));
     if let Some(x) = &info.xsave_raw {
         ptrace::set_xstate(tid, x).map_err(restore_io(tid, "set FPU/AVX state"))?;
     }

@@ -24,8 +24,7 @@ pub const DATA_OFF: u64 = 4096;
 /// `syscall; int3; int3`.
 const CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
 
-const TRACE_OPTS: u64 =
-    ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACECLONE | ptrace::O_EXITKILL;
+const TRACE_OPTS: u64 = ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACECLONE | ptrace::O_EXITKILL;
 
 /// One stopped task of the tree being restored.
 pub struct Task {
@@ -37,9 +36,12 @@ pub struct Task {
     pub scratch: u64,
 }
 
+/// Waits for a new task's first stop and blocks every signal in it: signals
+/// queued during restore (the dumped pending ones) must stay pending until
+/// the dumped mask is put back at the very end.
 fn wait_initial_stop(tid: Pid) -> io::Result<()> {
     match ptrace::wait(tid)? {
-        Stop::Signal(libc::SIGSTOP) | Stop::Event(ptrace::EVENT_STOP, _) => Ok(()),
+        Stop::Signal(libc::SIGSTOP) | Stop::Event(ptrace::EVENT_STOP, _) => ptrace::set_sigmask(tid, !0),
         Stop::Exited(code) => Err(io::Error::other(format!(
             "restore stub {tid} exited with {code} before stopping{}",
             match code {
@@ -48,9 +50,7 @@ fn wait_initial_stop(tid: Pid) -> io::Result<()> {
                 _ => "",
             }
         ))),
-        other => Err(io::Error::other(format!(
-            "restore stub {tid}: unexpected first stop {other:?}"
-        ))),
+        other => Err(io::Error::other(format!("restore stub {tid}: unexpected first stop {other:?}"))),
     }
 }
 
@@ -61,12 +61,7 @@ impl Task {
         wait_initial_stop(tid)?;
         ptrace::set_options(tid, TRACE_OPTS)?;
         let inj = Injector::new(tid, scratch)?;
-        Ok(Task {
-            pid: tid,
-            tid,
-            inj,
-            scratch,
-        })
+        Ok(Task { pid: tid, tid, inj, scratch })
     }
 
     /// Address of the data area.
@@ -87,10 +82,7 @@ impl Task {
         b.extend_from_slice(s.as_bytes());
         b.push(0);
         if off + b.len() as u64 > SCRATCH_LEN - DATA_OFF {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("path too long: {s}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("path too long: {s}")));
         }
         self.put(off, &b)
     }
@@ -111,55 +103,29 @@ impl Task {
         // set_tid array right after the struct.
         let tid_bytes = (want as u32 as u64).to_ne_bytes();
         let set_tid_addr = self.put(1024, &tid_bytes[..4])?;
-        let args = CloneArgs {
-            set_tid: set_tid_addr,
-            set_tid_size: 1,
-            ..args
-        };
+        let args = CloneArgs { set_tid: set_tid_addr, set_tid_size: 1, ..args };
         let args_addr = self.put(0, &args.to_bytes())?;
-        let out = self
-            .inj
-            .syscall_with_events(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])?;
+        let out = self.inj.syscall_with_events(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])?;
         let ret = remote_result(out.ret).map_err(|e| {
             if e.raw_os_error() == Some(libc::EEXIST) {
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("PID {want} is already in use"),
-                )
+                io::Error::new(io::ErrorKind::AlreadyExists, format!("PID {want} is already in use"))
             } else {
                 e
             }
         })? as Pid;
         let child = *out.new_tasks.first().unwrap_or(&ret);
         if child != want {
-            return Err(io::Error::other(format!(
-                "clone3 gave pid {child}, wanted {want}"
-            )));
+            return Err(io::Error::other(format!("clone3 gave pid {child}, wanted {want}")));
         }
         wait_initial_stop(child)?;
         let inj = Injector::new(child, self.scratch)?;
-        let pid = if args.flags & libc::CLONE_THREAD as u64 != 0 {
-            self.pid
-        } else {
-            child
-        };
-        Ok(Task {
-            pid,
-            tid: child,
-            inj,
-            scratch: self.scratch,
-        })
+        let pid = if args.flags & libc::CLONE_THREAD as u64 != 0 { self.pid } else { child };
+        Ok(Task { pid, tid: child, inj, scratch: self.scratch })
     }
 
     /// Forks a child process with pid `pid` (its parent is this task).
     pub fn fork_child(&mut self, pid: Pid) -> io::Result<Task> {
-        self.clone3(
-            CloneArgs {
-                exit_signal: libc::SIGCHLD as u64,
-                ..Default::default()
-            },
-            pid,
-        )
+        self.clone3(CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() }, pid)
     }
 
     /// Creates a thread with id `tid` in this task's process.
@@ -170,12 +136,6 @@ impl Task {
             | libc::CLONE_SIGHAND
             | libc::CLONE_THREAD
             | libc::CLONE_SYSVSEM;
-        self.clone3(
-            CloneArgs {
-                flags: flags as u64,
-                ..Default::default()
-            },
-            tid,
-        )
+        self.clone3(CloneArgs { flags: flags as u64, ..Default::default() }, tid)
     }
 }

@@ -4,13 +4,7 @@ use super::*;
 use crate::pb::{CoreEntry, InventoryEntry, PipeDataEntry, PstreeEntry, StatsEntry};
 
 fn pstree(pid: u32) -> PstreeEntry {
-    PstreeEntry {
-        pid,
-        ppid: 0,
-        pgid: pid,
-        sid: pid,
-        threads: vec![pid, pid + 1],
-    }
+    PstreeEntry { pid, ppid: 0, pgid: pid, sid: pid, threads: vec![pid, pid + 1] }
 }
 
 fn image(kind: ImageKind, entries: &[PstreeEntry]) -> Vec<u8> {
@@ -43,12 +37,7 @@ fn round_trip_with_index_and_payload() {
     assert_eq!(read(&b, ImageKind::Pstree).unwrap(), entries);
 
     let mut w = ImageWriter::new(Vec::new(), "pd", ImageKind::PipesData).unwrap();
-    w.write(&PipeDataEntry {
-        pipe_id: 9,
-        bytes: 3,
-        size: None,
-    })
-    .unwrap();
+    w.write(&PipeDataEntry { pipe_id: 9, bytes: 3, size: None }).unwrap();
     w.write_payload(b"abc").unwrap();
     let b = w.finish().unwrap();
     let mut r = ImageReader::new(b.as_slice(), "pd", ImageKind::PipesData).unwrap();
@@ -69,29 +58,9 @@ fn required_zero_fields_are_encoded() {
 #[test]
 fn empty_file_is_truncated_header() {
     let err = read(&[], ImageKind::Core).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::TruncatedHeader {
-                got: 0,
-                want: 8,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::TruncatedHeader { got: 0, want: 8, .. }), "{err}");
     let err = read(&IMG_COMMON_MAGIC.to_le_bytes()[..], ImageKind::Core).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::TruncatedHeader {
-                got: 4,
-                want: 8,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::TruncatedHeader { got: 4, want: 8, .. }), "{err}");
     let err = read(&[0x19, 0x43], ImageKind::Core).unwrap_err();
     assert!(err.to_string().contains("t.img is truncated"), "{err}");
 }
@@ -101,26 +70,17 @@ fn bad_magic_is_refused() {
     let mut b = image(ImageKind::Pstree, &[pstree(1)]);
     b[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
     let err = read(&b, ImageKind::Pstree).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "image t.img is not a CRIU image: unknown magic 0xdeadbeef"
-    );
+    assert_eq!(err.to_string(), "image t.img is not a CRIU image: unknown magic 0xdeadbeef");
     // Raw data (e.g. a pages file) where an image was expected.
     let err = read(&[0u8; 64], ImageKind::Pstree).unwrap_err();
-    assert!(
-        matches!(err, ImageError::UnknownMagic { magic: 0, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::UnknownMagic { magic: 0, .. }), "{err}");
 }
 
 #[test]
 fn wrong_kind_is_refused() {
     let b = image(ImageKind::Mm, &[]);
     let err = read(&b, ImageKind::Core).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "image t.img has magic 0x57492820 (MM), expected CORE (0x55053847)"
-    );
+    assert_eq!(err.to_string(), "image t.img has magic 0x57492820 (MM), expected CORE (0x55053847)");
 }
 
 #[test]
@@ -128,11 +88,7 @@ fn wrong_leading_magic_is_refused() {
     let mut b = image(ImageKind::Stats, &[]);
     b[..4].copy_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
     let err = read(&b, ImageKind::Stats).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("0x54564319 (IMG_COMMON), expected STATS"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("0x54564319 (IMG_COMMON), expected STATS"), "{err}");
     // Inventory must have no leading magic; core must have one.
     let err = read(&ImageKind::Core.magic().to_le_bytes(), ImageKind::Core).unwrap_err();
     assert!(err.to_string().contains("no leading magic"), "{err}");
@@ -143,57 +99,21 @@ fn truncated_entry_is_refused() {
     let b = image(ImageKind::Pstree, &[pstree(1), pstree(2)]);
     // Cut inside the second entry's message.
     let err = read(&b[..b.len() - 2], ImageKind::Pstree).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::TruncatedEntry {
-                index: 1,
-                what: "message",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with("image t.img is truncated in entry 1: message has"),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::TruncatedEntry { index: 1, what: "message", .. }), "{err}");
+    assert!(err.to_string().starts_with("image t.img is truncated in entry 1: message has"), "{err}");
     // Cut inside a length prefix.
     let one = image(ImageKind::Pstree, &[pstree(1)]).len();
     let err = read(&b[..one + 2], ImageKind::Pstree).unwrap_err();
-    assert!(matches!(
-        err,
-        ImageError::TruncatedEntry {
-            index: 1,
-            what: "length prefix",
-            got: 2,
-            ..
-        }
-    ));
+    assert!(matches!(err, ImageError::TruncatedEntry { index: 1, what: "length prefix", got: 2, .. }));
     // Cut inside a payload.
     let mut w = ImageWriter::new(Vec::new(), "pd", ImageKind::PipesData).unwrap();
-    w.write(&PipeDataEntry {
-        pipe_id: 1,
-        bytes: 10,
-        size: None,
-    })
-    .unwrap();
+    w.write(&PipeDataEntry { pipe_id: 1, bytes: 10, size: None }).unwrap();
     w.write_payload(b"12345").unwrap();
     let b = w.finish().unwrap();
     let mut r = ImageReader::new(b.as_slice(), "pd", ImageKind::PipesData).unwrap();
     let e: PipeDataEntry = r.expect().unwrap();
     let err = r.read_payload(u64::from(e.bytes)).unwrap_err();
-    assert!(matches!(
-        err,
-        ImageError::TruncatedEntry {
-            index: 0,
-            what: "payload",
-            got: 5,
-            want: 10,
-            ..
-        }
-    ));
+    assert!(matches!(err, ImageError::TruncatedEntry { index: 0, what: "payload", got: 5, want: 10, .. }));
 }
 
 #[test]
@@ -201,18 +121,9 @@ fn oversized_length_is_refused() {
     let mut b = image(ImageKind::Core, &[]);
     b.extend_from_slice(&(MAX_ENTRY_LEN + 1).to_le_bytes());
     b.extend_from_slice(&[0; 16]);
-    let err = ImageReader::new(b.as_slice(), "t.img", ImageKind::Core)
-        .unwrap()
-        .read_all::<CoreEntry>()
-        .unwrap_err();
-    assert!(
-        matches!(err, ImageError::EntryTooLarge { index: 0, .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("over the 67108864-byte limit"),
-        "{err}"
-    );
+    let err = ImageReader::new(b.as_slice(), "t.img", ImageKind::Core).unwrap().read_all::<CoreEntry>().unwrap_err();
+    assert!(matches!(err, ImageError::EntryTooLarge { index: 0, .. }), "{err}");
+    assert!(err.to_string().contains("over the 67108864-byte limit"), "{err}");
     let mut b = image(ImageKind::Core, &[]);
     b.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(read(&b, ImageKind::Core).is_err());
@@ -224,42 +135,21 @@ fn garbage_protobuf_is_refused() {
     b.extend_from_slice(&3u32.to_le_bytes());
     b.extend_from_slice(&[0xff, 0xff, 0xff]); // invalid tag/varint
     let err = read(&b, ImageKind::Pstree).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Decode {
-                index: 1,
-                message: "PstreeEntry",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "image t.img entry 1 is not a valid PstreeEntry"
-    );
+    assert!(matches!(err, ImageError::Decode { index: 1, message: "PstreeEntry", .. }), "{err}");
+    assert_eq!(err.to_string(), "image t.img entry 1 is not a valid PstreeEntry");
     assert!(std::error::Error::source(&err).is_some());
 }
 
 #[test]
 fn entry_count_is_checked() {
     let b = image(ImageKind::Inventory, &[]);
-    let err = ImageReader::new(b.as_slice(), "inv", ImageKind::Inventory)
-        .unwrap()
-        .read_one::<InventoryEntry>()
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "image inv has 0 entries, expected exactly 1"
-    );
+    let err =
+        ImageReader::new(b.as_slice(), "inv", ImageKind::Inventory).unwrap().read_one::<InventoryEntry>().unwrap_err();
+    assert_eq!(err.to_string(), "image inv has 0 entries, expected exactly 1");
     let mut w = ImageWriter::new(Vec::new(), "st", ImageKind::Stats).unwrap();
     w.write(&StatsEntry::default()).unwrap();
     w.write(&StatsEntry::default()).unwrap();
     let b = w.finish().unwrap();
     let mut r = ImageReader::new(b.as_slice(), "st", ImageKind::Stats).unwrap();
-    assert!(matches!(
-        r.read_one::<StatsEntry>(),
-        Err(ImageError::EntryCount { found: 2, .. })
-    ));
+    assert!(matches!(r.read_one::<StatsEntry>(), Err(ImageError::EntryCount { found: 2, .. })));
 }

@@ -41,13 +41,7 @@ pub const PIPE_INO: u32 = 4242;
 pub const TCP_INO: u32 = 0x1abc;
 
 pub fn fown() -> pb::FownEntry {
-    pb::FownEntry {
-        uid: 0,
-        euid: 0,
-        signum: 0,
-        pid_type: 0,
-        pid: 0,
-    }
+    pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
 }
 
 pub fn regs(pid: u32) -> pb::UserX86RegsEntry {
@@ -118,11 +112,7 @@ pub fn thread_core(tid: u32) -> pb::ThreadCoreEntry {
         sched_policy: Some(0),
         sched_prio: Some(0),
         blk_sigset: Some(0),
-        sas: Some(pb::ThreadSasEntry {
-            ss_sp: 0,
-            ss_size: 0,
-            ss_flags: 2,
-        }),
+        sas: Some(pb::ThreadSasEntry { ss_sp: 0, ss_size: 0, ss_flags: 2 }),
         pdeath_sig: Some(0),
         signals_p: Some(pb::SignalQueueEntry { signals: vec![] }),
         creds: Some(pb::CredsEntry {
@@ -161,12 +151,7 @@ pub fn thread_core(tid: u32) -> pb::ThreadCoreEntry {
 }
 
 pub fn core(pid: u32, tid: u32, comm: &str) -> pb::CoreEntry {
-    let itimer = pb::ItimerEntry {
-        isec: 0,
-        iusec: 0,
-        vsec: 0,
-        vusec: 0,
-    };
+    let itimer = pb::ItimerEntry { isec: 0, iusec: 0, vsec: 0, vusec: 0 };
     let tc = (pid == tid).then(|| pb::TaskCoreEntry {
         task_state: task_state::ALIVE,
         exit_code: 0,
@@ -193,19 +178,10 @@ pub fn core(pid: u32, tid: u32, comm: &str) -> pb::CoreEntry {
             }],
         }),
         rlimits: Some(pb::TaskRlimitsEntry {
-            rlimits: (0..16)
-                .map(|i| pb::RlimitEntry {
-                    cur: i,
-                    max: u64::MAX,
-                })
-                .collect(),
+            rlimits: (0..16).map(|i| pb::RlimitEntry { cur: i, max: u64::MAX }).collect(),
         }),
         cg_set: None,
-        signals_s: Some(pb::SignalQueueEntry {
-            signals: vec![pb::SiginfoEntry {
-                siginfo: vec![10; 128],
-            }],
-        }),
+        signals_s: Some(pb::SignalQueueEntry { signals: vec![pb::SiginfoEntry { siginfo: vec![10; 128] }] }),
         old_seccomp_mode: None,
         old_seccomp_filter: None,
         loginuid: Some(u32::MAX),
@@ -252,18 +228,7 @@ pub fn core(pid: u32, tid: u32, comm: &str) -> pb::CoreEntry {
 }
 
 fn vma_entry(start: u64, end: u64, prot: u32, flags: u32, status: u32, shmid: u64) -> pb::VmaEntry {
-    pb::VmaEntry {
-        start,
-        end,
-        pgoff: 0,
-        shmid,
-        prot,
-        flags,
-        status,
-        fd: -1,
-        madv: Some(0),
-        fdflags: None,
-    }
+    pb::VmaEntry { start, end, pgoff: 0, shmid, prot, flags, status, fd: -1, madv: Some(0), fdflags: None }
 }
 
 /// File ids in files.img.
@@ -294,47 +259,12 @@ pub fn mm(pid: u32) -> pb::MmEntry {
         vmas: vec![
             pb::VmaEntry {
                 fdflags: Some(0),
-                ..vma_entry(
-                    0x40_0000,
-                    0x40_3000,
-                    5,
-                    0x2,
-                    r | vma::FILE_PRIVATE,
-                    u64::from(EXE_ID),
-                )
+                ..vma_entry(0x40_0000, 0x40_3000, 5, 0x2, r | vma::FILE_PRIVATE, u64::from(EXE_ID))
             },
-            vma_entry(
-                0x100_0000,
-                0x100_4000,
-                3,
-                0x22,
-                r | vma::ANON_PRIVATE | vma::AREA_HEAP,
-                0,
-            ),
-            vma_entry(
-                0x7f00_0000_0000,
-                0x7f00_0001_0000,
-                3,
-                0x21,
-                r | vma::ANON_SHARED,
-                u64::from(pid) + 1000,
-            ),
-            vma_entry(
-                0x7ffc_0000_0000,
-                0x7ffc_0000_2000,
-                3,
-                0x122,
-                r | vma::ANON_PRIVATE | vma::AREA_STACK,
-                0,
-            ),
-            vma_entry(
-                0x7ffc_0001_0000,
-                0x7ffc_0001_2000,
-                5,
-                0x22,
-                r | vma::AREA_VDSO | vma::ANON_PRIVATE,
-                0,
-            ),
+            vma_entry(0x100_0000, 0x100_4000, 3, 0x22, r | vma::ANON_PRIVATE | vma::AREA_HEAP, 0),
+            vma_entry(0x7f00_0000_0000, 0x7f00_0001_0000, 3, 0x21, r | vma::ANON_SHARED, u64::from(pid) + 1000),
+            vma_entry(0x7ffc_0000_0000, 0x7ffc_0000_2000, 3, 0x122, r | vma::ANON_PRIVATE | vma::AREA_STACK, 0),
+            vma_entry(0x7ffc_0001_0000, 0x7ffc_0001_2000, 5, 0x22, r | vma::AREA_VDSO | vma::ANON_PRIVATE, 0),
         ],
         dumpable: Some(1),
         aios: vec![],
@@ -343,13 +273,7 @@ pub fn mm(pid: u32) -> pb::MmEntry {
 }
 
 pub fn file(id: u32, fd_type: FdTypes) -> pb::FileEntry {
-    pb::FileEntry {
-        r#type: fd_type as i32,
-        id,
-        reg: None,
-        efd: None,
-        pipe: None,
-    }
+    pb::FileEntry { r#type: fd_type as i32, id, reg: None, efd: None, pipe: None }
 }
 
 pub fn reg(id: u32, name: &str, flags: u32) -> pb::FileEntry {
@@ -375,24 +299,13 @@ pub fn reg(id: u32, name: &str, flags: u32) -> pb::FileEntry {
 
 pub fn pipe(id: u32, flags: u32) -> pb::FileEntry {
     pb::FileEntry {
-        pipe: Some(pb::PipeEntry {
-            id,
-            pipe_id: PIPE_INO,
-            flags,
-            fown: fown(),
-        }),
+        pipe: Some(pb::PipeEntry { id, pipe_id: PIPE_INO, flags, fown: fown() }),
         ..file(id, FdTypes::Pipe)
     }
 }
 
 pub fn fd(fd: u32, id: u32, ty: FdTypes) -> pb::FdinfoEntry {
-    pb::FdinfoEntry {
-        id,
-        flags: 0,
-        r#type: ty as i32,
-        fd,
-        xattr_security_selinux: None,
-    }
+    pb::FdinfoEntry { id, flags: 0, r#type: ty as i32, fd, xattr_security_selinux: None }
 }
 
 /// Writes the whole synthetic set into `final_dir` and commits it.
@@ -416,48 +329,25 @@ pub fn write_image_set(final_dir: &Path) -> PathBuf {
     })
     .unwrap();
     w.write_pstree(&[
-        pb::PstreeEntry {
-            pid: PARENT,
-            ppid: 0,
-            pgid: PARENT,
-            sid: PARENT,
-            threads: vec![PARENT, THREAD],
-        },
-        pb::PstreeEntry {
-            pid: CHILD,
-            ppid: PARENT,
-            pgid: PARENT,
-            sid: PARENT,
-            threads: vec![CHILD],
-        },
+        pb::PstreeEntry { pid: PARENT, ppid: 0, pgid: PARENT, sid: PARENT, threads: vec![PARENT, THREAD] },
+        pb::PstreeEntry { pid: CHILD, ppid: PARENT, pgid: PARENT, sid: PARENT, threads: vec![CHILD] },
     ])
     .unwrap();
-    w.write_core(PARENT, &core(PARENT, PARENT, "server"))
-        .unwrap();
-    w.write_core(THREAD, &core(PARENT, THREAD, "server"))
-        .unwrap();
+    w.write_core(PARENT, &core(PARENT, PARENT, "server")).unwrap();
+    w.write_core(THREAD, &core(PARENT, THREAD, "server")).unwrap();
     w.write_core(CHILD, &core(CHILD, CHILD, "worker")).unwrap();
 
     for (pid, pages_id) in [(PARENT, 1), (CHILD, 2)] {
         w.write_mm(pid, &mm(pid)).unwrap();
         w.write_ids(pid, &ids(pid)).unwrap();
-        w.write_fs(
-            pid,
-            &pb::FsEntry {
-                cwd_id: CWD_ID,
-                root_id: ROOT_ID,
-                umask: Some(0o022),
-            },
-        )
-        .unwrap();
+        w.write_fs(pid, &pb::FsEntry { cwd_id: CWD_ID, root_id: ROOT_ID, umask: Some(0o022) }).unwrap();
         let mut pw = w.page_writer(pages_id).unwrap();
         let page = |b: u8| vec![b; PAGE_SIZE as usize];
         // Heap: 2 contiguous pushes that merge, then a gap.
         pw.add(0x100_0000, &[page(1), page(2)].concat()).unwrap();
         pw.add(0x100_2000, &page(3)).unwrap();
         pw.add_parent(0x100_3000, 1).unwrap();
-        pw.add_with_flags(0x7f00_0000_0000, &page(4), pe::PRESENT | pe::LAZY)
-            .unwrap();
+        pw.add_with_flags(0x7f00_0000_0000, &page(4), pe::PRESENT | pe::LAZY).unwrap();
         pw.add(0x7ffc_0000_1000, &page(5)).unwrap();
         let (head, entries) = pw.finish().unwrap();
         w.write_pagemap(pid, &head, &entries).unwrap();
@@ -471,12 +361,7 @@ pub fn write_image_set(final_dir: &Path) -> PathBuf {
         reg(ROOT_ID, "/", 0o200000),
         reg(CWD_ID, "/srv", 0o200000),
         pb::FileEntry {
-            efd: Some(pb::EventfdFileEntry {
-                id: EVENTFD_ID,
-                flags: 2,
-                fown: fown(),
-                counter: 5,
-            }),
+            efd: Some(pb::EventfdFileEntry { id: EVENTFD_ID, flags: 2, fown: fown(), counter: 5 }),
             ..file(EVENTFD_ID, FdTypes::Eventfd)
         },
     ])
@@ -492,17 +377,9 @@ pub fn write_image_set(final_dir: &Path) -> PathBuf {
         ],
     )
     .unwrap();
-    w.write_fdinfo(
-        CHILD,
-        &[fd(0, PIPE_R_ID, FdTypes::Pipe), fd(1, LOG_ID, FdTypes::Reg)],
-    )
-    .unwrap();
+    w.write_fdinfo(CHILD, &[fd(0, PIPE_R_ID, FdTypes::Pipe), fd(1, LOG_ID, FdTypes::Reg)]).unwrap();
     w.write_pipes_data(&[PipeData {
-        entry: pb::PipeDataEntry {
-            pipe_id: PIPE_INO,
-            bytes: 0,
-            size: Some(65536),
-        },
+        entry: pb::PipeDataEntry { pipe_id: PIPE_INO, bytes: 0, size: Some(65536) },
         data: b"hello through the pipe\n".to_vec(),
     }])
     .unwrap();

@@ -67,24 +67,14 @@ pub fn start(name: &str) -> Option<Harness> {
     }
     let lock = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     SUBREAPER.call_once(|| {
-        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-            .expect("PR_SET_CHILD_SUBREAPER");
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).expect("PR_SET_CHILD_SUBREAPER");
     });
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stasis-it");
-    let dir = base.join(format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = base.join(format!("{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("tmp")).expect("create scratch dir");
     eprintln!("test {name}: scratch dir {}", dir.display());
-    Some(Harness {
-        name: name.to_string(),
-        dir,
-        roots: Mutex::new(Vec::new()),
-        _lock: lock,
-    })
+    Some(Harness { name: name.to_string(), dir, roots: Mutex::new(Vec::new()), _lock: lock })
 }
 
 impl Harness {
@@ -94,10 +84,7 @@ impl Harness {
 
     /// Remember `pid` as the root of a tree to kill at the end.
     pub fn track(&self, pid: i32) {
-        self.roots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(pid);
+        self.roots.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
     }
 
     /// Spawn `argv` with stdin from /dev/null, stdout to `log`, stderr to
@@ -107,17 +94,11 @@ impl Harness {
         let out = fs::File::create(log).expect("create log");
         let err = fs::File::create(log.with_extension("err")).expect("create err log");
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .env("TMPDIR", self.dir.join("tmp"));
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out).stderr(err).env("TMPDIR", self.dir.join("tmp"));
         if own_group {
             cmd.process_group(0);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", argv[0].as_ref()));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", argv[0].as_ref()));
         self.track(pid_of(&child));
         child
     }
@@ -125,6 +106,7 @@ impl Harness {
     /// `stasis process restore --images DIR --detach --pidfile F`; returns
     /// the restored root's pid.
     pub fn restore_detached(&self, images: &Path) -> i32 {
+        reap_orphans();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pidfile = self.dir.join(format!("restore-{n}.pid"));
         let out = run_stasis(
@@ -142,10 +124,7 @@ impl Harness {
         out.assert_ok("restore --detach");
         let text = fs::read_to_string(&pidfile)
             .unwrap_or_else(|e| panic!("restore wrote no pidfile {}: {e}", pidfile.display()));
-        let pid: i32 = text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("pidfile holds {text:?}: {e}"));
+        let pid: i32 = text.trim().parse().unwrap_or_else(|e| panic!("pidfile holds {text:?}: {e}"));
         self.track(pid);
         pid
     }
@@ -186,6 +165,13 @@ pub fn reap(pid: i32) {
     }
 }
 
+/// Reaps every exited child of ours, including orphans of dumped trees
+/// that were reparented to us (we are a subreaper): their zombies would
+/// keep the PIDs a restore needs.
+pub fn reap_orphans() {
+    while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
+}
+
 /// Alive: exists and is not a zombie (zombies of ours are reaped here).
 pub fn alive(pid: i32) -> bool {
     match proc_stat(pid) {
@@ -218,8 +204,7 @@ fn all_pids() -> Vec<i32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// Our own pid and its ancestors: never to be killed.
@@ -236,15 +221,9 @@ fn protected() -> BTreeSet<i32> {
 /// members of a process group or session led by a root.
 pub fn tree_members(roots: &[i32]) -> BTreeSet<i32> {
     let keep = protected();
-    let stats: Vec<(i32, (char, i32, i32, i32))> = all_pids()
-        .into_iter()
-        .filter_map(|p| Some((p, proc_stat(p)?)))
-        .collect();
-    let mut set: BTreeSet<i32> = roots
-        .iter()
-        .copied()
-        .filter(|p| !keep.contains(p))
-        .collect();
+    let stats: Vec<(i32, (char, i32, i32, i32))> =
+        all_pids().into_iter().filter_map(|p| Some((p, proc_stat(p)?))).collect();
+    let mut set: BTreeSet<i32> = roots.iter().copied().filter(|p| !keep.contains(p)).collect();
     let root_set: BTreeSet<i32> = set.clone();
     loop {
         let before = set.len();
@@ -299,10 +278,7 @@ pub fn wait_log(log: &Path, timeout: Duration, what: &str, pred: impl Fn(&str) -
         }
         if Instant::now() >= end {
             let err = fs::read_to_string(log.with_extension("err")).unwrap_or_default();
-            panic!(
-                "timed out after {timeout:?} waiting for {what} in {}:\n{text}\nstderr:\n{err}",
-                log.display()
-            );
+            panic!("timed out after {timeout:?} waiting for {what} in {}:\n{text}\nstderr:\n{err}", log.display());
         }
         sleep(Duration::from_millis(50));
     }
@@ -314,9 +290,7 @@ pub fn wait_ready(log: &Path, timeout: Duration) {
 
 /// Wait for PASS or FAIL after READY; panics on FAIL or timeout.
 pub fn expect_pass(log: &Path, timeout: Duration) {
-    let text = wait_log(log, timeout, "PASS or FAIL", |t| {
-        t.lines().any(|l| l == "PASS" || l.starts_with("FAIL"))
-    });
+    let text = wait_log(log, timeout, "PASS or FAIL", |t| t.lines().any(|l| l == "PASS" || l.starts_with("FAIL")));
     assert!(
         text.lines().any(|l| l == "PASS"),
         "program failed its check:\n{text}\nstderr:\n{}",
@@ -413,11 +387,7 @@ pub fn finish_stasis(mut child: Child, timeout: Duration) -> Out {
             panic!("stasis did not finish within {timeout:?}");
         }
     };
-    Out {
-        status,
-        stdout: t1.join().unwrap_or_default(),
-        stderr: t2.join().unwrap_or_default(),
-    }
+    Out { status, stdout: t1.join().unwrap_or_default(), stderr: t2.join().unwrap_or_default() }
 }
 
 pub fn run_stasis<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Out {
@@ -425,13 +395,8 @@ pub fn run_stasis<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Out {
 }
 
 pub fn dump_args(pid: i32, images: &Path, leave_running: bool) -> Vec<std::ffi::OsString> {
-    let mut v: Vec<std::ffi::OsString> = vec![
-        "process".into(),
-        "dump".into(),
-        pid.to_string().into(),
-        "--images".into(),
-        images.into(),
-    ];
+    let mut v: Vec<std::ffi::OsString> =
+        vec!["process".into(), "dump".into(), pid.to_string().into(), "--images".into(), images.into()];
     if leave_running {
         v.push("--leave-running".into());
     }
@@ -439,10 +404,7 @@ pub fn dump_args(pid: i32, images: &Path, leave_running: bool) -> Vec<std::ffi::
 }
 
 pub fn try_dump(pid: i32, images: &Path, leave_running: bool) -> Out {
-    run_stasis(
-        &dump_args(pid, images, leave_running),
-        Duration::from_secs(300),
-    )
+    run_stasis(&dump_args(pid, images, leave_running), Duration::from_secs(300))
 }
 
 /// Dump and check the images with crit and `stasis image show`.
@@ -454,12 +416,7 @@ pub fn dump(pid: i32, images: &Path, leave_running: bool) {
 }
 
 pub fn restore_args(images: &Path) -> Vec<std::ffi::OsString> {
-    vec![
-        "process".into(),
-        "restore".into(),
-        "--images".into(),
-        images.into(),
-    ]
+    vec!["process".into(), "restore".into(), "--images".into(), images.into()]
 }
 
 const CRIT: &str = "/usr/bin/crit";
@@ -467,11 +424,8 @@ const CRIT: &str = "/usr/bin/crit";
 /// Outside checks of an image dir: CRIU's `crit` must read it, and so must
 /// `stasis image show`.
 pub fn check_images(images: &Path) {
-    run_stasis(
-        &["image".as_ref(), "show".as_ref(), images.as_os_str()],
-        Duration::from_secs(120),
-    )
-    .assert_ok("image show");
+    run_stasis(&["image".as_ref(), "show".as_ref(), images.as_os_str()], Duration::from_secs(120))
+        .assert_ok("image show");
     if !Path::new(CRIT).exists() {
         skip("crit checks: /usr/bin/crit missing (Debian package criu)");
         return;
@@ -500,10 +454,7 @@ pub fn prog(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
         let script = repo_root().join("scripts/build-progs.sh");
-        let st = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run build-progs.sh");
+        let st = Command::new("bash").arg(&script).status().expect("run build-progs.sh");
         assert!(st.success(), "{} failed", script.display());
     });
     repo_root().join("tests/progs/bin").join(name)
@@ -511,9 +462,7 @@ pub fn prog(name: &str) -> PathBuf {
 
 pub fn has_avx() -> bool {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    cpuinfo
-        .lines()
-        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "avx"))
+    cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "avx"))
 }
 
 pub fn python3() -> &'static str {
@@ -526,13 +475,7 @@ pub fn python3() -> &'static str {
 
 /// The ZDTM cycle for a program: start, READY, dump (killing it), check the
 /// original is gone, restore --detach with the same pid, SIGUSR1, PASS.
-pub fn zdtm_cycle<S: AsRef<OsStr>>(
-    h: &Harness,
-    argv: &[S],
-    own_group: bool,
-    ready: Duration,
-    check: Duration,
-) {
+pub fn zdtm_cycle<S: AsRef<OsStr>>(h: &Harness, argv: &[S], own_group: bool, ready: Duration, check: Duration) {
     let log = h.path("out.log");
     let images = h.path("images");
     let mut child = h.spawn(argv, &log, own_group);
@@ -543,16 +486,10 @@ pub fn zdtm_cycle<S: AsRef<OsStr>>(
     let st = wait_exit(&mut child, Duration::from_secs(30));
     assert!(st.is_some(), "process {pid} still runs after dump");
     for m in &members {
-        assert!(
-            wait_gone(*m, Duration::from_secs(10)),
-            "tree member {m} still runs after dump"
-        );
+        assert!(wait_gone(*m, Duration::from_secs(10)), "tree member {m} still runs after dump");
     }
     let after_dump = fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !after_dump.contains("PASS") && !after_dump.contains("FAIL"),
-        "log after dump:\n{after_dump}"
-    );
+    assert!(!after_dump.contains("PASS") && !after_dump.contains("FAIL"), "log after dump:\n{after_dump}");
     let t = Instant::now();
     let rpid = h.restore_detached(&images);
     eprintln!("  restored {rpid} in {:?}", t.elapsed());
@@ -560,8 +497,5 @@ pub fn zdtm_cycle<S: AsRef<OsStr>>(
     assert!(alive(rpid), "restored process {rpid} is not running");
     send(rpid, Signal::USR1);
     expect_pass(&log, check);
-    assert!(
-        wait_gone(rpid, Duration::from_secs(30)),
-        "restored {rpid} did not exit after PASS"
-    );
+    assert!(wait_gone(rpid, Duration::from_secs(30)), "restored {rpid} did not exit after PASS");
 }

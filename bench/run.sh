@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# Stasis benchmark: dump/restore wall times of `stasis process` and CRIU on
+# the same machine in the same run, beside the kernel's own bandwidth limits.
+#
+#   sudo bench/run.sh            # print the results (markdown) to stdout
+#   sudo bench/run.sh --write    # and rewrite the results section of BENCHMARKS.md
+#
+# Environment:
+#   BENCH_ITERS=10        iterations per scenario (median and min are reported)
+#   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
+#   BENCH_MEM_MIB=1024    size of the memory scenario
+#   BENCH_SCENARIOS="limits counter memory"
+#   BENCH_TOOLS="stasis criu"
+#   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
+#   BENCH_NO_BUILD=1      do not run `cargo build --release` first
+#   STASIS=PATH           stasis binary (default target/release/stasis)
+#   CRIU=PATH             criu binary (default /opt/criu-src/criu/criu; CRIU
+#                         4.x built from source, see BENCHMARKS.md)
+#   BENCH_WORK=DIR        scratch dir on a disk file system (default /var/tmp/stasis-bench)
+#
+# Every process it starts is killed on exit: the script runs under
+# bench/subreaper.c, which also reaps orphans at once (so a dumped PID is free
+# for the restore that follows) and kills whatever is left at the end.
+set -euo pipefail
+export LC_ALL=C
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+ITERS=${BENCH_ITERS:-10}
+WARMUP=${BENCH_WARMUP:-1}
+MEM_MIB=${BENCH_MEM_MIB:-1024}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter memory}
+TOOLS=${BENCH_TOOLS:-stasis criu}
+TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
+STASIS=${STASIS:-$REPO/target/release/stasis}
+CRIU=${CRIU:-/opt/criu-src/criu/criu}
+WORK=${BENCH_WORK:-/var/tmp/stasis-bench}
+BIN=$WORK/bin
+LOGS=$WORK/logs
+WRITE=0
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+for a in "$@"; do
+	case $a in
+	--write) WRITE=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "run.sh: unknown argument $a" >&2; usage >&2; exit 2 ;;
+	esac
+done
+if [[ $(id -u) -ne 0 ]]; then
+	echo "run.sh: run as root (sudo $0)" >&2
+	exit 1
+fi
+note() { printf '==> %s\n' "$*" >&2; }
+
+# ---- stage 1: build the helpers and the binary, then re-exec under the subreaper
+if [[ -z ${STASIS_BENCH_REAPED:-} ]]; then
+	mkdir -p "$BIN" "$LOGS"
+	for p in memhog vmread subreaper; do
+		gcc -O2 -Wall -Wextra -o "$BIN/$p" "$BENCH_DIR/$p.c"
+	done
+	if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+		cargo=$(command -v cargo || true)
+		for c in "$HOME/.cargo/bin/cargo" ${SUDO_USER:+"/home/$SUDO_USER/.cargo/bin/cargo"}; do
+			[[ -z $cargo && -x $c ]] && cargo=$c
+		done
+		if [[ -z $cargo ]]; then
+			note "cargo not found: using the existing $STASIS, if any"
+		else
+			note "cargo build --release"
+			build=(bash -c 'cd "$1" && "$2" build --release -q' _ "$REPO" "$cargo")
+			# Build as the invoking user so target/ does not become root's.
+			if [[ -n ${SUDO_USER:-} && $SUDO_USER != root && $(stat -c %U "$REPO") == "$SUDO_USER" ]]; then
+				build=(sudo -u "$SUDO_USER" "${build[@]}")
+			fi
+			if ! "${build[@]}" >"$LOGS/cargo-build.log" 2>&1; then
+				note "cargo build --release failed (see $LOGS/cargo-build.log): using the existing binary, if any"
+			fi
+		fi
+	fi
+	export STASIS_BENCH_REAPED=1
+	exec "$BIN/subreaper" bash ${BENCH_TRACE:+-x} "$0" "$@"
+fi
+
+# ---- stage 2: the benchmark (we are under the subreaper)
+# Close inherited fds (3.., not bash's own 255) so the processes we dump hold
+# no pipes to whoever started us.
+for fd in /proc/$$/fd/*; do
+	fd=${fd##*/}
+	if ((fd > 2 && fd != 255)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+TMPFS=$WORK/tmpfs
+TMPFS_HUGE=$WORK/tmpfs-huge
+DISK=$WORK/disk
+PIDFILE=$WORK/restored.pid
+RESULTS=$WORK/results.md
+declare -a LIVE=() # pids (= pgids: all started with setsid) to kill on exit
+
+cleanup() {
+	local p
+	for p in "${LIVE[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
+	sleep 0.1
+	for m in "$TMPFS" "$TMPFS_HUGE"; do mountpoint -q "$m" && umount -l "$m"; done
+	rm -rf "$DISK" "$PIDFILE"
+	return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+mkdir -p "$TMPFS" "$TMPFS_HUGE" "$DISK" "$LOGS"
+tmpfs_size=$((MEM_MIB * 2 + 512))m
+mountpoint -q "$TMPFS" || mount -t tmpfs -o "size=$tmpfs_size,mode=0755" stasis-bench "$TMPFS"
+mountpoint -q "$TMPFS_HUGE" || mount -t tmpfs -o "size=$tmpfs_size,mode=0755,huge=always" stasis-bench-huge "$TMPFS_HUGE"
+target_dir() {
+	case $1 in
+	tmpfs) echo "$TMPFS" ;; tmpfs_huge) echo "$TMPFS_HUGE" ;; disk) echo "$DISK" ;;
+	*) echo "run.sh: unknown target $1" >&2; exit 2 ;;
+	esac
+}
+target_label() {
+	case $1 in
+	tmpfs) echo "tmpfs" ;; tmpfs_huge) echo "tmpfs huge=always" ;; disk) echo "page cache (ext4/disk)" ;;
+	esac
+}
+[[ $(stat -f -c %T "$DISK") != tmpfs ]] || note "warning: $DISK is on tmpfs, not a disk file system"
+
+now_us() { echo "${EPOCHREALTIME/./}"; } # only for non-timed use
+wait_for() { # FILE REGEX TIMEOUT_S
+	local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
+	until grep -qE "$2" "$1" 2>/dev/null; do
+		((${EPOCHREALTIME/./} < deadline)) || return 1
+		sleep 0.005
+	done
+}
+wait_gone() { # PID: until reaped (or a zombie), at most 10 s
+	local i
+	for ((i = 0; i < 1000; i++)); do
+		[[ -e /proc/$1 ]] || return 0
+		[[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]] && return 0
+		sleep 0.01
+	done
+}
+# spawn OUT CMD...: start CMD in a new session, stdout+stderr to OUT, print its
+# PID. It is an orphan at once, so the subreaper reaps it as soon as it dies.
+spawn() {
+	local out=$1
+	shift
+	setsid "$@" >"$out" 2>&1 </dev/null &
+	echo $!
+}
+kill_tree() { # PID (a session/group leader)
+	kill -KILL -- "-$1" 2>/dev/null || true
+	kill -KILL "$1" 2>/dev/null || true
+	wait_gone "$1"
+}
+forget() { # PID
+	local keep=() p
+	for p in "${LIVE[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	LIVE=("${keep[@]}")
+}
+
+# ---- tools
+STASIS_STATE="" # empty = usable, else why not
+CRIU_STATE=""
+CRIU_VERSION=""
+if [[ ! -x $STASIS ]]; then
+	STASIS_STATE="pending: no binary at $STASIS"
+elif ! "$STASIS" process dump --help >/dev/null 2>&1; then
+	STASIS_STATE="pending: \`stasis process dump\` not available yet"
+fi
+if [[ -x $CRIU ]]; then
+	CRIU_VERSION=$("$CRIU" --version 2>/dev/null | awk '/^Version/{print $2}')
+	"$CRIU" check >"$LOGS/criu-check.log" 2>&1 || CRIU_STATE="failed: criu check (see $LOGS/criu-check.log)"
+else
+	CRIU_STATE="not available (no $CRIU; set CRIU=PATH)"
+fi
+[[ " $TOOLS " == *" stasis "* ]] || STASIS_STATE="not run (BENCH_TOOLS)"
+[[ " $TOOLS " == *" criu "* ]] || CRIU_STATE="not run (BENCH_TOOLS)"
+[[ -z $STASIS_STATE ]] || note "stasis: $STASIS_STATE"
+[[ -z $CRIU_STATE ]] && note "criu: $CRIU ($CRIU_VERSION)" || note "criu: $CRIU_STATE"
+
+tool_state() { if [[ $1 == stasis ]]; then echo "$STASIS_STATE"; else echo "$CRIU_STATE"; fi; }
+tool_name() { if [[ $1 == stasis ]]; then echo "stasis"; else echo "CRIU ${CRIU_VERSION:-}"; fi; }
+
+# tool_dump TOOL PID DIR, tool_restore TOOL DIR: output goes to $TOOL_LOG.
+tool_dump() {
+	case $1 in
+	stasis) "$STASIS" process dump "$2" --images "$3" ;;
+	criu) "$CRIU" dump -t "$2" -D "$3" --shell-job -o dump.log ;;
+	esac
+}
+tool_restore() {
+	rm -f "$PIDFILE"
+	case $1 in
+	stasis) "$STASIS" process restore --images "$2" --detach --pidfile "$PIDFILE" ;;
+	criu) "$CRIU" restore -D "$2" --shell-job -d -o restore.log --pidfile "$PIDFILE" ;;
+	esac
+}
+fail_reason() { # TOOL DIR LOGFILE: one line
+	local line=""
+	[[ $1 == criu ]] && line=$(grep -h 'Error' "$2"/dump.log "$2"/restore.log 2>/dev/null | grep -v RLIMIT_NOFILE | tail -1 || true)
+	[[ -n $line ]] || line=$(grep -v -e '^\s*$' -e 'Killed' "$3" 2>/dev/null | tail -1 || true)
+	echo "${line:-no message}" | cut -c1-160
+}
+
+# ---- statistics: values in microseconds, one per line
+stat_ms() { # FILE median|min -> ms with 1 decimal
+	sort -g "$1" | awk -v what="$2" '{v[NR]=$1} END {
+		if (NR == 0) { print "-"; exit }
+		if (what == "min") x = v[1]
+		else x = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
+		printf "%.1f", x / 1000 }'
+}
+gbps() { # BYTES MS
+	awk -v b="$1" -v ms="$2" 'BEGIN { if (ms == "-" || ms <= 0) print "-"; else printf "%.2f", b / (ms / 1000) / 1e9 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "" || b <= 0) print "-"; else printf "%.2f", a / b }'; }
+
+declare -A R # results: R[key] = value or "failed: ..." / state
+
+# ---- scenario: limits
+run_limits() {
+	note "limits: vmread ($MEM_MIB MiB)"
+	local out
+	out=$("$BIN/vmread" --mib "$MEM_MIB" --reps 3 --write "tmpfs:$TMPFS" --write "tmpfs_huge:$TMPFS_HUGE" --write "disk:$DISK")
+	echo "$out" >"$LOGS/vmread.txt"
+	while read -r k v; do R[lim_$k]=$v; done <<<"$out"
+}
+
+# ---- scenario: counter
+COUNTER_SH='i=0; while true; do echo $i; i=$(expr $i + 1); sleep 1; done'
+run_counter() { # TOOL
+	local tool=$1 d=$DISK/counter-$1 log=$LOGS/counter-$1.log i t0 t1 t2 t3 p rp
+	local dfile=$WORK/counter-$tool-dump.us rfile=$WORK/counter-$tool-restore.us
+	: >"$dfile"; : >"$rfile"; : >"$log"
+	note "counter: $(tool_name "$tool") x $ITERS"
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		rm -rf "$d"; mkdir -p "$d/img"
+		p=$(spawn "$d/out" sh -c "$COUNTER_SH"); LIVE+=("$p")
+		wait_for "$d/out" '^0$' 5 || { R[counter_$tool]="failed: counter did not start"; kill_tree "$p"; return; }
+		sleep 0.05
+		t0=${EPOCHREALTIME/./}
+		if ! tool_dump "$tool" "$p" "$d/img" >>"$log" 2>&1; then
+			R[counter_$tool]="failed: dump: $(fail_reason "$tool" "$d/img" "$log")"; kill_tree "$p"; return
+		fi
+		t1=${EPOCHREALTIME/./}
+		wait_gone "$p"; forget "$p"
+		if [[ -e /proc/$p ]]; then R[counter_$tool]="failed: dump left the process running"; kill_tree "$p"; return; fi
+		t2=${EPOCHREALTIME/./}
+		if ! tool_restore "$tool" "$d/img" >>"$log" 2>&1; then
+			R[counter_$tool]="failed: restore: $(fail_reason "$tool" "$d/img" "$log")"; return
+		fi
+		t3=${EPOCHREALTIME/./}
+		rp=$(cat "$PIDFILE" 2>/dev/null || true)
+		if [[ -z $rp ]] || ! kill -0 "$rp" 2>/dev/null; then
+			R[counter_$tool]="failed: restore: no live process in --pidfile"; return
+		fi
+		LIVE+=("$rp")
+		if ((i == 1)); then # the restored counter goes on from where it was
+			local before after
+			before=$(tail -n1 "$d/out"); sleep 1.2; after=$(tail -n1 "$d/out")
+			if ! ((after > before)); then
+				R[counter_$tool]="failed: restored counter did not continue ($before -> $after)"; kill_tree "$rp"; return
+			fi
+		fi
+		kill_tree "$rp"; forget "$rp"
+		if ((i > WARMUP)); then echo $((t1 - t0)) >>"$dfile"; echo $((t3 - t2)) >>"$rfile"; fi
+	done
+	rm -rf "$d"
+	R[counter_$tool]=ok
+}
+
+# ---- scenario: memory
+run_memory() { # TOOL TARGET
+	local tool=$1 target=$2 dir d log i t0 t1 t2 t3 p rp bytes
+	dir=$(target_dir "$target"); d=$dir/mem-$tool; log=$LOGS/memory-$tool-$target.log
+	local key=mem_${tool}_$target dfile=$WORK/mem-$tool-$target-dump.us rfile=$WORK/mem-$tool-$target-restore.us
+	: >"$dfile"; : >"$rfile"; : >"$log"
+	note "memory: $(tool_name "$tool") -> $(target_label "$target") x $ITERS"
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		rm -rf "$d"; mkdir -p "$d/img"
+		p=$(spawn "$WORK/memhog.out" "$BIN/memhog" "$MEM_MIB"); LIVE+=("$p")
+		wait_for "$WORK/memhog.out" '^READY' 60 || { R[$key]="failed: memhog did not start"; kill_tree "$p"; return; }
+		t0=${EPOCHREALTIME/./}
+		if ! tool_dump "$tool" "$p" "$d/img" >>"$log" 2>&1; then
+			R[$key]="failed: dump: $(fail_reason "$tool" "$d/img" "$log")"; kill_tree "$p"; return
+		fi
+		t1=${EPOCHREALTIME/./}
+		wait_gone "$p"; forget "$p"
+		bytes=$(find "$d/img" -name 'pages-*.img' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+		((bytes > 0)) || bytes=$(du -sb "$d/img" | awk '{print $1}')
+		t2=${EPOCHREALTIME/./}
+		if ! tool_restore "$tool" "$d/img" >>"$log" 2>&1; then
+			R[$key]="failed: restore: $(fail_reason "$tool" "$d/img" "$log")"; return
+		fi
+		t3=${EPOCHREALTIME/./}
+		rp=$(cat "$PIDFILE" 2>/dev/null || true)
+		if [[ -z $rp ]] || ! kill -0 "$rp" 2>/dev/null; then
+			R[$key]="failed: restore: no live process in --pidfile"; return
+		fi
+		LIVE+=("$rp")
+		if ((i == 1)); then # every page came back
+			kill -USR1 "$rp"
+			if ! wait_for "$WORK/memhog.out" '^VERIFY' 20 || ! grep -q '^VERIFY OK' "$WORK/memhog.out"; then
+				R[$key]="failed: restored memory: $(grep '^VERIFY' "$WORK/memhog.out" || echo 'no answer to SIGUSR1')"; kill_tree "$rp"; return
+			fi
+		fi
+		kill_tree "$rp"; forget "$rp"
+		if ((i > WARMUP)); then echo $((t1 - t0)) >>"$dfile"; echo $((t3 - t2)) >>"$rfile"; fi
+		R[${key}_bytes]=$bytes
+		rm -rf "$d"
+	done
+	R[$key]=ok
+}
+
+# ---- run
+start=${EPOCHREALTIME/./}
+[[ " $SCENARIOS " == *" limits "* ]] && run_limits
+for tool in stasis criu; do
+	[[ -z $(tool_state "$tool") ]] || continue
+	[[ " $SCENARIOS " == *" counter "* ]] && run_counter "$tool"
+	if [[ " $SCENARIOS " == *" memory "* ]]; then
+		for t in $TARGETS; do run_memory "$tool" "$t"; done
+	fi
+done
+elapsed=$(((${EPOCHREALTIME/./} - start) / 1000000))
+
+# ---- report
+cell() { # TOOL KEY FILE median|min: a figure, or why there is none
+	local st
+	st=$(tool_state "$1")
+	if [[ -n $st ]]; then echo "${st%%:*}"; return; fi
+	if [[ ${R[$2]:-} != ok ]]; then echo "${R[$2]:+failed}"; return; fi
+	stat_ms "$3" "$4"
+}
+cell_gbps() { # TOOL KEY FILE median|min
+	local ms
+	ms=$(cell "$@")
+	[[ $ms =~ ^[0-9.]+$ ]] && gbps "${R[${2}_bytes]}" "$ms" || echo "$ms"
+}
+cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+mem_gib=$(awk '/^MemTotal/{printf "%.0f", $2/1048576}' /proc/meminfo)
+thp=$(grep -o '\[[a-z]*\]' /sys/kernel/mm/transparent_hugepage/enabled | tr -d '[]' || echo '?')
+rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+git -C "$REPO" diff --quiet HEAD 2>/dev/null || rev="$rev (+ uncommitted changes)"
+# Free page reporting (virtio-balloon feature bit 5): the guest hands free
+# 2 MiB+ blocks back to the host, and touching them again costs host faults.
+fpr=""
+for f in /sys/bus/virtio/drivers/virtio_balloon/virtio*/features; do
+	[[ -r $f && $(cut -c6 "$f") == 1 ]] && fpr="; virtio-balloon free page reporting: on (memory figures are noisier)"
+done
+tgt_ms=$(awk -v m="$MEM_MIB" 'BEGIN{printf "%.0f", m*1048576/3.5e9*1000}')
+L() { printf '%s\n' "$*"; }
+{
+	L "Run on $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/run.sh\` ($ITERS timed iterations per figure after $WARMUP untimed, ${elapsed} s in all)."
+	L ""
+	L "- Kernel: $(uname -r) ($(uname -m)); CPU: ${cpu:-?}, $(nproc) cores; memory: ${mem_gib} GiB; THP: $thp$fpr"
+	L "- stasis: $STASIS at $rev${STASIS_STATE:+ — $STASIS_STATE}"
+	L "- CRIU: ${CRIU_VERSION:+$CRIU_VERSION, }$CRIU${CRIU_STATE:+ — $CRIU_STATE}"
+	L ""
+	if [[ -n ${R[lim_readv]:-} ]]; then
+		L "### Limits ($MEM_MIB MiB, best of 3, \`bench/vmread\`)"
+		L ""
+		L "| operation | GB/s |"
+		L "|---|---:|"
+		L "| memcpy, 64 MiB pieces | ${R[lim_memcpy]} |"
+		L "| process_vm_readv from a touched child, 64 MiB iovecs | ${R[lim_readv]} |"
+		L "| process_vm_readv, 4 KiB iovecs | ${R[lim_readv_4k]} |"
+		L "| write(2) into a new file on tmpfs | ${R[lim_write_tmpfs]} |"
+		L "| write(2) into a new file on tmpfs huge=always | ${R[lim_write_tmpfs_huge]} |"
+		L "| write(2) into a new file on disk (page cache, no fsync) | ${R[lim_write_disk]} |"
+		L "| process_vm_writev into an untouched mapping (faults included) | ${R[lim_writev_fresh]} |"
+		L "| process_vm_writev into an untouched MADV_HUGEPAGE mapping | ${R[lim_writev_fresh_thp]} |"
+		L "| process_vm_writev into a touched mapping (copy only) | ${R[lim_writev_touched]} |"
+		L "| MADV_POPULATE_WRITE of an untouched mapping | ${R[lim_populate]} |"
+		for t in tmpfs tmpfs_huge disk; do
+			L "| bound: readv then write, one thread, $(target_label "$t") | $(awk -v a="${R[lim_readv]}" -v b="${R[lim_write_$t]}" 'BEGIN{printf "%.2f", 1/(1/a+1/b)}') |"
+		done
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" counter "* ]]; then
+		L "### Counter (\`sh\` loop + \`sleep\`, images on disk), ms"
+		L ""
+		L "| | stasis median | stasis min | $(tool_name criu) median | $(tool_name criu) min | target |"
+		L "|---|---:|---:|---:|---:|---|"
+		for op in dump restore; do
+			local_label=$([[ $op == dump ]] && echo "dump" || echo "restore --detach")
+			target=$([[ $op == dump ]] && echo "≤ 15 (issue's CRIU 4.2: 83)" || echo "≤ 15 (issue's CRIU 4.2: 69)")
+			row="| $local_label"
+			for tool in stasis criu; do
+				for s in median min; do row+=" | $(cell "$tool" "counter_$tool" "$WORK/counter-$tool-$op.us" "$s")"; done
+			done
+			L "$row | $target |"
+		done
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" memory "* ]]; then
+		L "### $MEM_MIB MiB of touched anonymous memory (\`bench/memhog\`)"
+		L ""
+		L "GB/s = bytes of \`pages-*.img\` written / dump wall time (10^9 B/s); \"vs readv\" = median GB/s / process_vm_readv GB/s above."
+		L ""
+		L "| | stasis median | stasis min | $(tool_name criu) median | $(tool_name criu) min | target |"
+		L "|---|---:|---:|---:|---:|---|"
+		for t in $TARGETS; do
+			lbl=$(target_label "$t")
+			for kind in dump_ms dump_gbps dump_ratio restore_ms; do
+				case $kind in
+				dump_ms) row="| dump to $lbl, ms"; tgt="≤ $tgt_ms (= 3.5 GB/s; issue's CRIU 4.2: 975)" ;;
+				dump_gbps) row="| dump to $lbl, GB/s"; tgt="≥ 3.5 (issue's CRIU 4.2: 1.1)" ;;
+				dump_ratio) row="| dump to $lbl, vs readv"; tgt="" ;;
+				restore_ms) row="| eager restore from $lbl, ms"; tgt="≤ 300 (issue's CRIU 4.2: 772)" ;;
+				esac
+				for tool in stasis criu; do
+					f=$WORK/mem-$tool-$t-dump.us
+					[[ $kind == restore_ms ]] && f=$WORK/mem-$tool-$t-restore.us
+					for s in median min; do
+						case $kind in
+						dump_ms | restore_ms) v=$(cell "$tool" "mem_${tool}_$t" "$f" "$s") ;;
+						dump_gbps) v=$(cell_gbps "$tool" "mem_${tool}_$t" "$f" "$s") ;;
+						dump_ratio)
+							if [[ $s == min ]]; then v=""; else
+								v=$(cell_gbps "$tool" "mem_${tool}_$t" "$f" median)
+								[[ $v =~ ^[0-9.]+$ ]] && v=$(ratio "$v" "${R[lim_readv]:-}")
+							fi ;;
+						esac
+						row+=" | $v"
+					done
+				done
+				L "$row | $tgt |"
+			done
+		done
+		L ""
+	fi
+	# Failures, one line each.
+	for k in "${!R[@]}"; do
+		if [[ ${R[$k]} == failed:* ]]; then L "- $k ${R[$k]}"; fi
+	done | sort
+} >"$RESULTS"
+cat "$RESULTS"
+
+if ((WRITE)); then
+	md=$REPO/BENCHMARKS.md
+	begin='<!-- results:begin (bench/run.sh --write rewrites this section) -->'
+	end='<!-- results:end -->'
+	if [[ -f $md ]] && grep -qF "$begin" "$md" && grep -qF "$end" "$md"; then
+		awk -v b="$begin" -v e="$end" -v f="$RESULTS" '
+			$0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+			$0 == e { skip = 0 }
+			!skip { print }' "$md" >"$md.new"
+	else
+		{ [[ -f $md ]] && cat "$md"; L ""; L "## Results"; L ""; L "$begin"; cat "$RESULTS"; L "$end"; } >"$md.new"
+	fi
+	chown --reference="$REPO" "$md.new" 2>/dev/null || true
+	mv "$md.new" "$md"
+	note "rewrote the results section of $md"
+fi
