@@ -79,10 +79,11 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         seen_fds.push((p.pid, files::scan_fds(p.pid)?));
     }
     let internal = files::internal_pipes(&seen_fds);
+    let sharing = crate::kinds::share::Sharing::find(&seen_fds);
     let mut table = files::FileTable::default();
     let mut dumps = Vec::new();
     let mut fd_iter = seen_fds.iter();
-    for (idx, p) in frozen.processes.iter().enumerate() {
+    for p in &frozen.processes {
         if proc_ctl::interrupted() {
             return Err(DumpError::Interrupted);
         }
@@ -91,7 +92,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let d = dump_process(p, root, idx as u32 + 1, fds, &internal, &mut table, &staging, &mut stats)?;
+        let d = dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, &mut stats)?;
         dumps.push(d);
     }
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
@@ -199,9 +200,9 @@ fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
 fn dump_process(
     p: &FrozenProcess,
     root: Pid,
-    _idx: u32,
     fds: &[files::FdSeen],
     internal: &std::collections::HashSet<u64>,
+    sharing: &crate::kinds::share::Sharing,
     table: &mut files::FileTable,
     staging: &ImageDirWriter,
     stats: &mut DumpStats,
@@ -270,7 +271,7 @@ fn dump_process(
         })
         .collect();
 
-    let fdinfo = files::dump_fds(pid, fds, internal, table)?;
+    let fdinfo = files::dump_fds(pid, fds, internal, sharing, table)?;
     let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let rootdir = proc::task::read_root(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let dir_flags = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;

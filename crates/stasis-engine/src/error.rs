@@ -51,7 +51,9 @@ pub enum RestoreError {
     Invalid { dir: PathBuf, what: String },
     #[error("PID {pid} is already in use; cannot restore the process that had it")]
     PidInUse { pid: Pid },
-    #[error("PID {pid} is held by a zombie that its parent {parent} has not reaped; cannot restore the process that had it")]
+    #[error(
+        "PID {pid} is held by a zombie that its parent {parent} has not reaped; cannot restore the process that had it"
+    )]
     PidHeldByZombie { pid: Pid, parent: Pid },
     #[error("restoring process {pid}: {what}: {source}")]
     Task { pid: Pid, what: String, source: io::Error },

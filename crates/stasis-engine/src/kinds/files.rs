@@ -18,6 +18,7 @@
 //! wherever needed, then unlinks it.
 
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
+use crate::kinds::share::{install_shared, Opened, Sharing};
 use crate::proc::{self, fdinfo::FdTarget};
 use crate::restore::stub::Task;
 use stasis_image::pb;
@@ -40,6 +41,8 @@ pub struct FileTable {
     pub ghosts: BTreeMap<u32, Vec<u8>>,
     /// Pipe inode -> buffered bytes (dumped once per pipe).
     pub pipe_data: BTreeMap<u64, Vec<u8>>,
+    /// (pid, fd) -> the entry it was given, for fds sharing it.
+    by_fd: HashMap<(Pid, i32), (FdTypes, u32)>,
 }
 
 fn fown() -> pb::FownEntry {
@@ -123,6 +126,8 @@ impl FileTable {
 /// One fd of a process as seen at dump time, before pipe ends are matched.
 pub struct FdSeen {
     pub fd: i32,
+    /// Inode number from fdinfo (groups candidates for sharing).
+    pub ino: Option<u64>,
     pub cloexec: bool,
     pub flags: u32,
     pub pos: u64,
@@ -161,6 +166,7 @@ pub fn scan_fds(pid: Pid) -> Result<Vec<FdSeen>, DumpError> {
         }
         out.push(FdSeen {
             fd: f.fd,
+            ino: info.ino,
             cloexec: info.cloexec(),
             flags: info.file_flags(),
             pos: info.pos,
@@ -212,11 +218,14 @@ pub fn dump_fds(
     pid: Pid,
     fds: &[FdSeen],
     internal: &std::collections::HashSet<u64>,
+    sharing: &Sharing,
     table: &mut FileTable,
 ) -> Result<Vec<pb::FdinfoEntry>, DumpError> {
     let mut out = Vec::with_capacity(fds.len());
     for f in fds {
+        let shared = sharing.shared_with(pid, f.fd).and_then(|rep| table.by_fd.get(&rep).copied());
         let (ty, id) = match &f.target {
+            _ if shared.is_some() => shared.unwrap_or((FdTypes::Und, 0)),
             FdTarget::Path { path, .. } if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, table.ext()),
             FdTarget::Path { path, .. } => (FdTypes::Reg, table.push_reg(path, f.flags, f.pos, None)),
             FdTarget::Pipe(ino) if internal.contains(ino) || f.fd > 2 => {
@@ -236,6 +245,7 @@ pub fn dump_fds(
             FdTarget::Pipe(_) if f.fd <= 2 => (FdTypes::Ext, table.ext()),
             other => return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("{other:?}") }),
         };
+        table.by_fd.entry((pid, f.fd)).or_insert((ty, id));
         out.push(pb::FdinfoEntry {
             id,
             flags: if f.cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
@@ -366,6 +376,7 @@ pub fn restore_fds(
     fdinfo: &[pb::FdinfoEntry],
     files: &HashMap<u32, &pb::FileEntry>,
     src: &FileSources,
+    opened: &mut Opened,
 ) -> Result<(), RestoreError> {
     let pid = task.pid;
     let keep: Vec<u32> = fdinfo.iter().map(|f| f.fd).collect();
@@ -384,6 +395,11 @@ pub fn restore_fds(
         if fi.r#type == FdTypes::Ext as i32 {
             continue; // inherited from the restorer
         }
+        if let Some(holder) = opened.holder(fi.id) {
+            install_shared(task, holder, fi.fd, fi.flags & libc::FD_CLOEXEC as u32 != 0)?;
+            continue;
+        }
+        opened.record(fi.id, pid, fi.fd);
         let (flags, pos) = match (&e.reg, &e.pipe) {
             (Some(r), _) => (r.flags, r.pos),
             (None, Some(p)) => (p.flags, 0),

@@ -163,11 +163,12 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     let inherited = proc_ctl::nondefault_signals();
     let mut shared_anon = mm::SharedAnonRegistry::new();
     let mut threads: HashMap<Pid, Vec<Task>> = HashMap::new();
+    let mut opened = crate::kinds::share::Opened::default();
     for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
         interrupted()?;
         let pid = p.pid();
         let t = tasks.get_mut(&pid).ok_or(RestoreError::Interrupted)?;
-        let ts = restore_process(t, p, &file_by_id, &sources, &map_paths, &mut shared_anon, inherited)?;
+        let ts = restore_process(t, p, &file_by_id, &sources, &mut opened, &map_paths, &mut shared_anon, inherited)?;
         tx.pids.extend(ts.iter().map(|t| t.tid));
         threads.insert(pid, ts);
     }
@@ -236,6 +237,7 @@ fn restore_process(
     p: &ProcessImage,
     file_by_id: &HashMap<u32, &stasis_image::pb::FileEntry>,
     sources: &files::FileSources,
+    opened: &mut crate::kinds::share::Opened,
     map_paths: &HashMap<u32, String>,
     shared_anon: &mut mm::SharedAnonRegistry,
     inherited_signals: u64,
@@ -258,7 +260,7 @@ fn restore_process(
     drop(map);
     mm::finish_vmas(t, &mme.vmas)?;
 
-    files::restore_fds(t, &p.fdinfo, file_by_id, sources)?;
+    files::restore_fds(t, &p.fdinfo, file_by_id, sources, opened)?;
     if let Some(fs) = &p.fs {
         let path = |id: u32| file_by_id.get(&id).and_then(|f| f.reg.as_ref()).map(|r| r.name.clone());
         let cwd = path(fs.cwd_id).unwrap_or_else(|| "/".into());

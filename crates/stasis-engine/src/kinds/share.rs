@@ -1,0 +1,103 @@
+//! Open file descriptions shared between fds (after `dup`) and between
+//! processes (after `fork`): one offset, one set of status flags.
+//!
+//! Dump: fds that lead to the same file are compared with
+//! `kcmp(KCMP_FILE)`; every fd of a group refers to one `files.img` entry
+//! (CRIU's model: fdinfo entries point at file ids).
+//! Restore: the first fd of a group opens the file; a later fd in the same
+//! process gets it with `dup3`, one in another process with an injected
+//! `pidfd_open` + `pidfd_getfd` on the first holder, which yields the very
+//! same open file description.
+
+use crate::error::{restore_io, RestoreError};
+use crate::kinds::files::FdSeen;
+use crate::proc::fdinfo::FdTarget;
+use crate::restore::stub::Task;
+use stasis_sys::{fd as sysfd, Pid};
+use std::collections::HashMap;
+
+/// For every fd, the first fd (in dump order) sharing its open file.
+#[derive(Default)]
+pub struct Sharing {
+    rep: HashMap<(Pid, i32), (Pid, i32)>,
+}
+
+impl Sharing {
+    /// Groups the fds of the whole tree by open file description.
+    pub fn find(all: &[(Pid, Vec<FdSeen>)]) -> Sharing {
+        let mut by_file: HashMap<String, Vec<(Pid, i32)>> = HashMap::new();
+        for (pid, fds) in all {
+            for f in fds {
+                let key = match &f.target {
+                    FdTarget::Path { path, .. } => format!("{path}\0{}", f.ino.unwrap_or(0)),
+                    FdTarget::Pipe(ino) => format!("pipe:{ino}"),
+                    _ => continue,
+                };
+                by_file.entry(key).or_default().push((*pid, f.fd));
+            }
+        }
+        let mut rep = HashMap::new();
+        for members in by_file.values().filter(|m| m.len() > 1) {
+            let mut leaders: Vec<(Pid, i32)> = Vec::new();
+            for &(pid, fd) in members {
+                let same = leaders.iter().find(|&&(lp, lfd)| sysfd::kcmp_file(lp, pid, lfd, fd).ok() == Some(0));
+                match same {
+                    Some(&l) => {
+                        rep.insert((pid, fd), l);
+                    }
+                    None => leaders.push((pid, fd)),
+                }
+            }
+        }
+        Sharing { rep }
+    }
+
+    /// The first holder of the open file behind `(pid, fd)`, if another.
+    pub fn shared_with(&self, pid: Pid, fd: i32) -> Option<(Pid, i32)> {
+        self.rep.get(&(pid, fd)).copied()
+    }
+}
+
+/// Restore side: where each file id was first opened.
+#[derive(Default)]
+pub struct Opened {
+    first: HashMap<u32, (Pid, u32)>,
+}
+
+impl Opened {
+    /// Who already holds file `id`.
+    pub fn holder(&self, id: u32) -> Option<(Pid, u32)> {
+        self.first.get(&id).copied()
+    }
+
+    /// Records that `(pid, fd)` opened file `id`.
+    pub fn record(&mut self, id: u32, pid: Pid, fd: u32) {
+        self.first.entry(id).or_insert((pid, fd));
+    }
+}
+
+/// Installs the open file `holder` has as fd `fd` of `task`.
+pub fn install_shared(task: &mut Task, holder: (Pid, u32), fd: u32, cloexec: bool) -> Result<(), RestoreError> {
+    let pid = task.pid;
+    let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+    let what = format!("fd {fd}: share fd {} of process {}", holder.1, holder.0);
+    if holder.0 == pid {
+        if holder.1 != fd {
+            task.call(libc::SYS_dup3, [holder.1 as u64, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
+        }
+        return Ok(());
+    }
+    let pidfd =
+        task.call(libc::SYS_pidfd_open, [holder.0 as u64, 0, 0, 0, 0, 0]).map_err(restore_io(pid, what.clone()))?;
+    let got = task.call(libc::SYS_pidfd_getfd, [pidfd, holder.1 as u64, 0, 0, 0, 0]);
+    let _ = task.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0]);
+    let tmp = got.map_err(restore_io(pid, what.clone()))?;
+    if tmp != fd as u64 {
+        task.call(libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
+        task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
+    } else if cloexec {
+        task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
+            .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
+    }
+    Ok(())
+}
