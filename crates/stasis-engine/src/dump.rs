@@ -250,11 +250,13 @@ fn dump_process(
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
     let pages_path = staging.file(&stasis_image::magic::file_name::pages(pid as u32));
-    let file =
-        std::fs::File::create(&pages_path).map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let written = mm::dump_pages(pid, &runs, &mut out)?;
-    std::io::Write::flush(&mut out).map_err(|source| DumpError::Write { path: pages_path, source })?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&pages_path)
+        .map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
+    let written = crate::kinds::pages::dump_pages(pid, &runs, &file)?;
     stats.memdump_time += mem_t.elapsed();
     stats.pages_scanned += scanned;
     stats.pages_written += written / mm::PAGE;

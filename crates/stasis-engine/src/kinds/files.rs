@@ -26,6 +26,7 @@ use stasis_sys::{fd as sysfd, Pid};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// fd_types values (CRIU's enum) we write.
@@ -197,8 +198,14 @@ pub fn internal_pipes(all: &[(Pid, Vec<FdSeen>)]) -> std::collections::HashSet<u
 
 /// Reads a pipe's buffered bytes without consuming them.
 fn peek_pipe(pid: Pid, fd: i32) -> Result<Vec<u8>, DumpError> {
-    let pidfd = sysfd::pidfd_open(pid).map_err(dump_io(pid, "pidfd_open"))?;
-    let theirs = sysfd::pidfd_getfd(pidfd.as_fd(), fd).map_err(dump_io(pid, format!("copy fd {fd}")))?;
+    // A fresh read end of the same pipe (opening a pipe through /proc acts
+    // like opening a FIFO): the task may hold only the write end.
+    let theirs: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+        .map_err(dump_io(pid, format!("open pipe of fd {fd}")))?
+        .into();
     let queued = sysfd::bytes_readable(theirs.as_fd()).map_err(dump_io(pid, format!("FIONREAD on fd {fd}")))?;
     if queued == 0 {
         return Ok(Vec::new());

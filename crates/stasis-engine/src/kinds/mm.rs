@@ -21,10 +21,8 @@ use crate::proc::{self, SmapsEntry, VmaKind};
 use crate::restore::stub::Task;
 use stasis_image::flags::vma as vst;
 use stasis_image::pb;
-use stasis_sys::vm::{self, RemoteRange};
 use stasis_sys::Pid;
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 pub const PAGE: u64 = 4096;
@@ -202,43 +200,6 @@ pub fn dump_vmas(
     Ok((vmas, runs, scanned))
 }
 
-/// Copies the contents of `runs` from `pid` into `out`, in large batches.
-/// Returns the bytes written.
-pub fn dump_pages(pid: Pid, runs: &[Run], out: &mut impl Write) -> Result<u64, DumpError> {
-    const BATCH: usize = 16 << 20;
-    let mut buf = vec![0u8; BATCH];
-    let mut ranges: Vec<RemoteRange> = Vec::new();
-    let mut filled = 0usize;
-    let mut total = 0u64;
-    let mut flush = |ranges: &mut Vec<RemoteRange>, filled: &mut usize, buf: &mut Vec<u8>| -> Result<(), DumpError> {
-        if *filled == 0 {
-            return Ok(());
-        }
-        vm::read_ranges(pid, ranges, &mut buf[..*filled]).map_err(dump_io(pid, "read memory"))?;
-        out.write_all(&buf[..*filled]).map_err(dump_io(pid, "write pages"))?;
-        total += *filled as u64;
-        ranges.clear();
-        *filled = 0;
-        Ok(())
-    };
-    for r in runs {
-        let mut addr = r.vaddr;
-        let mut left = (r.nr_pages * PAGE) as usize;
-        while left > 0 {
-            let take = left.min(BATCH - filled);
-            ranges.push(RemoteRange { addr, len: take });
-            filled += take;
-            addr += take as u64;
-            left -= take;
-            if filled == BATCH {
-                flush(&mut ranges, &mut filled, &mut buf)?;
-            }
-        }
-    }
-    flush(&mut ranges, &mut filled, &mut buf)?;
-    Ok(total)
-}
-
 /// The mm fields of `/proc/PID/stat` plus brk and auxv.
 pub fn mm_entry(
     pid: Pid,
@@ -383,21 +344,6 @@ pub fn map_vmas(
         let _ = task.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
     }
     Ok(())
-}
-
-/// Writes the stored pages back (`pages` is the pages file, mapped).
-pub fn fill_pages(pid: Pid, runs: &[Run], pages: &[u8]) -> Result<(), RestoreError> {
-    let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
-    if total as usize > pages.len() {
-        return Err(RestoreError::Task {
-            pid,
-            what: format!("pagemap lists {total} bytes but the pages file has {}", pages.len()),
-            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-        });
-    }
-    let ranges: Vec<RemoteRange> =
-        runs.iter().map(|r| RemoteRange { addr: r.vaddr, len: (r.nr_pages * PAGE) as usize }).collect();
-    vm::write_ranges(pid, &ranges, &pages[..total as usize]).map_err(restore_io(pid, "write memory"))
 }
 
 /// Puts back the final protections and madvise hints.

@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod mm;
+pub mod pages;
 pub mod share;
 pub mod signal;
 pub mod task;

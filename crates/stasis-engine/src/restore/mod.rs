@@ -253,11 +253,7 @@ fn restore_process(
     mm::map_vmas(t, &mme.vmas, map_paths, shared_anon)?;
     let pages = std::fs::File::open(&p.pages_path)
         .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
-    let len = pages.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-    let map = stasis_sys::mmap::FileMap::read_only(&pages, len)
-        .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
-    mm::fill_pages(pid, &p.runs, map.as_slice())?;
-    drop(map);
+    crate::kinds::pages::fill_pages(pid, &p.runs, &pages)?;
     mm::finish_vmas(t, &mme.vmas)?;
 
     files::restore_fds(t, &p.fdinfo, file_by_id, sources, opened)?;
