@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct DumpOpts {
     /// Let the tree run on after the dump instead of killing it.
     pub leave_running: bool,
+    /// Dump established TCP connections (TCP_REPAIR) instead of refusing.
+    pub tcp_established: bool,
 }
 
 /// What a dump did and how long it took.
@@ -92,7 +94,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let d = dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, &mut stats)?;
+        let d = dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats)?;
         dumps.push(d);
     }
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
@@ -205,6 +207,7 @@ fn dump_process(
     sharing: &crate::kinds::share::Sharing,
     table: &mut files::FileTable,
     staging: &ImageDirWriter,
+    opts: &DumpOpts,
     stats: &mut DumpStats,
 ) -> Result<ProcessDump, DumpError> {
     let pid = p.pid;
@@ -273,7 +276,8 @@ fn dump_process(
         })
         .collect();
 
-    let fdinfo = files::dump_fds(pid, fds, internal, sharing, table)?;
+    let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts };
+    let fdinfo = files::dump_fds(&mut ctx, fds, internal, sharing)?;
     let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let rootdir = proc::task::read_root(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let dir_flags = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;

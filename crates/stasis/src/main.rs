@@ -48,6 +48,9 @@ struct DumpArgs {
     /// Let the tree run on after the dump.
     #[arg(long, short = 'R')]
     leave_running: bool,
+    /// Dump established TCP connections (they are refused otherwise).
+    #[arg(long)]
+    tcp_established: bool,
 }
 
 #[derive(Args)]
@@ -61,6 +64,9 @@ struct RestoreArgs {
     /// Write the restored root's PID to FILE.
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Restore established TCP connections found in the images.
+    #[arg(long)]
+    tcp_established: bool,
 }
 
 #[derive(Subcommand)]
@@ -104,7 +110,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Process(ProcessCmd::Dump(a)) => {
-            let opts = stasis_engine::DumpOpts { leave_running: a.leave_running };
+            let opts = stasis_engine::DumpOpts { leave_running: a.leave_running, tcp_established: a.tcp_established };
             match stasis_engine::dump(a.pid, &a.images, &opts) {
                 Ok(s) => {
                     log::info!(
@@ -118,7 +124,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Process(ProcessCmd::Restore(a)) => {
-            let restored = match stasis_engine::restore(&a.images, &stasis_engine::RestoreOpts::default()) {
+            let restored = match stasis_engine::restore(
+                &a.images,
+                &stasis_engine::RestoreOpts { tcp_established: a.tcp_established },
+            ) {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
             };

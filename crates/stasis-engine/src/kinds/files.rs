@@ -18,6 +18,7 @@
 //! wherever needed, then unlinks it.
 
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
+use crate::kinds::fdkind::{FdDumpCtx, FdRestoreCtx, Install};
 use crate::kinds::share::{install_shared, Opened, Sharing};
 use crate::proc::{self, fdinfo::FdTarget};
 use crate::restore::stub::Task;
@@ -51,9 +52,17 @@ fn fown() -> pb::FownEntry {
 }
 
 impl FileTable {
-    fn new_id(&mut self) -> u32 {
+    /// A fresh file id, for kinds that build their own `FileEntry`.
+    pub fn new_id(&mut self) -> u32 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Adds an entry built by a kind module (its `id` from [`Self::new_id`]).
+    pub fn push(&mut self, entry: pb::FileEntry) -> u32 {
+        let id = entry.id;
+        self.entries.push(entry);
+        id
     }
 
     fn push_reg(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>) -> u32 {
@@ -133,38 +142,23 @@ pub struct FdSeen {
     pub flags: u32,
     pub pos: u64,
     pub target: FdTarget,
+    /// The `/proc/PID/fd/N` link text, for messages.
+    pub link: String,
+    /// Everything fdinfo said (kind-specific lines in `extra`).
+    pub info: proc::fdinfo::FdInfo,
 }
 
 fn is_tty(path: &str) -> bool {
     path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console" || path == "/dev/ptmx"
 }
 
-/// Lists the fds of `pid`, refusing kinds we cannot restore yet.
+/// Lists the fds of `pid` with their fdinfo. Kinds we cannot restore are
+/// refused later, by [`dump_fds`], with the fd named.
 pub fn scan_fds(pid: Pid) -> Result<Vec<FdSeen>, DumpError> {
     let fds = proc::fdinfo::list_fds(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let mut out = Vec::with_capacity(fds.len());
     for f in fds {
         let info = proc::fdinfo::read_fdinfo(pid, f.fd).map_err(|source| DumpError::Proc { pid, source })?;
-        match &f.target {
-            FdTarget::Path { path, deleted } => {
-                if *deleted {
-                    return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("deleted file {path}") });
-                }
-                if is_tty(path) && f.fd > 2 {
-                    return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("terminal {path}") });
-                }
-            }
-            FdTarget::Pipe(_) => {}
-            FdTarget::Socket(_) => {
-                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("socket ({})", f.link) })
-            }
-            FdTarget::AnonInode(name) => {
-                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("anon inode [{name}]") })
-            }
-            FdTarget::Other(link) => {
-                return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("file {link}") })
-            }
-        }
         out.push(FdSeen {
             fd: f.fd,
             ino: info.ino,
@@ -172,6 +166,8 @@ pub fn scan_fds(pid: Pid) -> Result<Vec<FdSeen>, DumpError> {
             flags: info.file_flags(),
             pos: info.pos,
             target: f.target,
+            link: f.link,
+            info,
         });
     }
     Ok(out)
@@ -220,22 +216,32 @@ fn peek_pipe(pid: Pid, fd: i32) -> Result<Vec<u8>, DumpError> {
     Ok(buf)
 }
 
-/// Turns one process's fds into `fdinfo` entries, adding files to `table`.
+/// Turns one process's fds into `fdinfo` entries, adding files to the
+/// table. Sockets go to [`crate::kinds::sockets`], anonymous-inode and
+/// other special files to [`crate::kinds::special`]; what nobody claims is
+/// refused with the pid, fd and kind named.
 pub fn dump_fds(
-    pid: Pid,
+    ctx: &mut FdDumpCtx<'_>,
     fds: &[FdSeen],
     internal: &std::collections::HashSet<u64>,
     sharing: &Sharing,
-    table: &mut FileTable,
 ) -> Result<Vec<pb::FdinfoEntry>, DumpError> {
+    let pid = ctx.pid;
     let mut out = Vec::with_capacity(fds.len());
     for f in fds {
-        let shared = sharing.shared_with(pid, f.fd).and_then(|rep| table.by_fd.get(&rep).copied());
-        let (ty, id) = match &f.target {
-            _ if shared.is_some() => shared.unwrap_or((FdTypes::Und, 0)),
-            FdTarget::Path { path, .. } if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, table.ext()),
-            FdTarget::Path { path, .. } => (FdTypes::Reg, table.push_reg(path, f.flags, f.pos, None)),
-            FdTarget::Pipe(ino) if internal.contains(ino) || f.fd > 2 => {
+        let shared = sharing.shared_with(pid, f.fd).and_then(|rep| ctx.table.by_fd.get(&rep).copied());
+        let claimed = match (&f.target, shared) {
+            (_, Some(s)) => Some(s),
+            (FdTarget::Socket(_), None) => crate::kinds::sockets::dump_fd(ctx, f)?,
+            (_, None) => crate::kinds::special::dump_fd(ctx, f)?,
+        };
+        let (ty, id) = match (&f.target, claimed) {
+            (_, Some(c)) => c,
+            (FdTarget::Path { path, .. }, None) if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, ctx.table.ext()),
+            (FdTarget::Path { path, deleted: false }, None) if !is_tty(path) => {
+                (FdTypes::Reg, ctx.table.push_reg(path, f.flags, f.pos, None))
+            }
+            (FdTarget::Pipe(ino), None) if internal.contains(ino) || f.fd > 2 => {
                 if !internal.contains(ino) {
                     log::warn!(
                         "process {pid}, fd {}: pipe:[{ino}] leads outside the tree; it is restored with its \
@@ -243,16 +249,16 @@ pub fn dump_fds(
                         f.fd
                     );
                 }
-                if !table.pipe_data.contains_key(ino) {
+                if !ctx.table.pipe_data.contains_key(ino) {
                     let data = peek_pipe(pid, f.fd)?;
-                    table.pipe_data.insert(*ino, data);
+                    ctx.table.pipe_data.insert(*ino, data);
                 }
-                (FdTypes::Pipe, table.pipe(*ino, f.flags))
+                (FdTypes::Pipe, ctx.table.pipe(*ino, f.flags))
             }
-            FdTarget::Pipe(_) if f.fd <= 2 => (FdTypes::Ext, table.ext()),
-            other => return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("{other:?}") }),
+            (FdTarget::Pipe(_), None) => (FdTypes::Ext, ctx.table.ext()),
+            (_, None) => return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: describe(f) }),
         };
-        table.by_fd.entry((pid, f.fd)).or_insert((ty, id));
+        ctx.table.by_fd.entry((pid, f.fd)).or_insert((ty, id));
         out.push(pb::FdinfoEntry {
             id,
             flags: if f.cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
@@ -262,6 +268,17 @@ pub fn dump_fds(
         });
     }
     Ok(out)
+}
+
+/// A readable name of an fd's kind for "not supported" errors.
+pub fn describe(f: &FdSeen) -> String {
+    match &f.target {
+        FdTarget::Path { path, deleted: true } => format!("deleted file {path}"),
+        FdTarget::Path { path, .. } if is_tty(path) => format!("terminal {path}"),
+        FdTarget::AnonInode(name) => format!("anon inode [{name}]"),
+        FdTarget::Socket(_) => format!("socket ({})", f.link),
+        _ => f.link.clone(),
+    }
 }
 
 impl FileTable {
@@ -384,6 +401,7 @@ pub fn restore_fds(
     files: &HashMap<u32, &pb::FileEntry>,
     src: &FileSources,
     opened: &mut Opened,
+    ctx: &mut FdRestoreCtx<'_>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid;
     let keep: Vec<u32> = fdinfo.iter().map(|f| f.fd).collect();
@@ -407,15 +425,27 @@ pub fn restore_fds(
             continue;
         }
         opened.record(fi.id, pid, fi.fd);
-        let (flags, pos) = match (&e.reg, &e.pipe) {
-            (Some(r), _) => (r.flags, r.pos),
-            (None, Some(p)) => (p.flags, 0),
+        let cloexec = fi.flags & libc::FD_CLOEXEC as u32 != 0;
+        let (flags, pos) = match (FdTypes::try_from(e.r#type), &e.reg, &e.pipe) {
+            (Ok(FdTypes::Reg), Some(r), _) => (r.flags, r.pos),
+            (Ok(FdTypes::Pipe), _, Some(p)) => (p.flags, 0),
             _ => {
-                return Err(RestoreError::Task {
-                    pid,
-                    what: format!("fd {}: file kind {} is not supported", fi.fd, e.r#type),
-                    source: std::io::Error::from(std::io::ErrorKind::Unsupported),
-                })
+                let how = match crate::kinds::sockets::open_fd(ctx, task, e, fi)? {
+                    Some(i) => Some(i),
+                    None => crate::kinds::special::open_fd(ctx, task, e, fi)?,
+                };
+                match how {
+                    Some(Install::Local(local)) => ctx.install_local(task, &local, fi.fd, cloexec)?,
+                    Some(Install::Done) => {}
+                    None => {
+                        return Err(RestoreError::Task {
+                            pid,
+                            what: format!("fd {}: file kind {} is not supported", fi.fd, e.r#type),
+                            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+                        })
+                    }
+                }
+                continue;
             }
         };
         let path = src.open_path(e, flags).ok_or_else(|| RestoreError::Task {
@@ -428,7 +458,7 @@ pub fn restore_fds(
         let tmp = task
             .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, (open_flags | libc::O_NOCTTY as u32) as u64, 0, 0, 0])
             .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
-        let cloexec = if fi.flags & libc::FD_CLOEXEC as u32 != 0 { libc::O_CLOEXEC as u64 } else { 0 };
+        let cloexec = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         if tmp != fi.fd as u64 {
             task.call(libc::SYS_dup3, [tmp, fi.fd as u64, cloexec, 0, 0, 0])
                 .map_err(restore_io(pid, format!("dup3 to fd {}", fi.fd)))?;

@@ -2,10 +2,13 @@
 //! side (as CRIU keeps one file per kind and Firecracker a `persist.rs`
 //! beside each device).
 
+pub mod fdkind;
 pub mod files;
 pub mod mm;
 pub mod pages;
 pub mod share;
 pub mod signal;
+pub mod sockets;
+pub mod special;
 pub mod task;
 pub mod thread;

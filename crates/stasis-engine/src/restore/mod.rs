@@ -30,7 +30,10 @@ use stub::{Task, SCRATCH_LEN};
 
 /// How to restore.
 #[derive(Clone, Debug, Default)]
-pub struct RestoreOpts {}
+pub struct RestoreOpts {
+    /// Restore established TCP connections (TCP_REPAIR).
+    pub tcp_established: bool,
+}
 
 /// The running, restored tree.
 #[derive(Debug)]
@@ -112,7 +115,7 @@ fn check_ids_free(tree: &TreeImage) -> Result<(), RestoreError> {
 }
 
 /// Restores the tree in `images`; returns once it runs.
-pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreError> {
+pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let t0 = Instant::now();
     let tree = load::load(images)?;
     check_ids_free(&tree)?;
@@ -157,18 +160,22 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     fault::check("restore-after-tree").map_err(restore_io(root_pid, "fault injection"))?;
 
     // 3. Each process's contents.
-    let mut sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data)?;
-    let file_by_id: HashMap<u32, &stasis_image::pb::FileEntry> = tree.files.iter().map(|f| (f.id, f)).collect();
-    let map_paths = sources.mapping_paths(&tree.files);
-    let inherited = proc_ctl::nondefault_signals();
-    let mut shared_anon = mm::SharedAnonRegistry::new();
+    let sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data)?;
+    let mut cx = ProcessCtx {
+        files: tree.files.iter().map(|f| (f.id, f)).collect(),
+        map_paths: sources.mapping_paths(&tree.files),
+        sources,
+        opened: crate::kinds::share::Opened::default(),
+        fd: crate::kinds::fdkind::FdRestoreCtx { dir: &tree.dir, opts, keep: Vec::new() },
+        shared_anon: mm::SharedAnonRegistry::new(),
+        inherited_signals: proc_ctl::nondefault_signals(),
+    };
     let mut threads: HashMap<Pid, Vec<Task>> = HashMap::new();
-    let mut opened = crate::kinds::share::Opened::default();
     for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
         interrupted()?;
         let pid = p.pid();
         let t = tasks.get_mut(&pid).ok_or(RestoreError::Interrupted)?;
-        let ts = restore_process(t, p, &file_by_id, &sources, &mut opened, &map_paths, &mut shared_anon, inherited)?;
+        let ts = restore_process(t, p, &mut cx)?;
         tx.pids.extend(ts.iter().map(|t| t.tid));
         threads.insert(pid, ts);
     }
@@ -199,7 +206,7 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
         finish_thread(t, &p.cores[0].1, Some(scratch))?;
         ready.push(pid);
     }
-    sources.cleanup();
+    cx.sources.cleanup();
     for tid in &ready {
         let _ = ptrace::detach(*tid, 0);
     }
@@ -209,6 +216,17 @@ pub fn restore(images: &Path, _opts: &RestoreOpts) -> Result<Restored, RestoreEr
     }
     tx.committed = true;
     Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
+}
+
+/// What every process's restore shares.
+struct ProcessCtx<'a> {
+    files: HashMap<u32, &'a stasis_image::pb::FileEntry>,
+    map_paths: HashMap<u32, String>,
+    sources: files::FileSources,
+    opened: crate::kinds::share::Opened,
+    fd: crate::kinds::fdkind::FdRestoreCtx<'a>,
+    shared_anon: mm::SharedAnonRegistry,
+    inherited_signals: u64,
 }
 
 /// Group leaders first, then members (`setpgid` needs the group to exist).
@@ -232,16 +250,7 @@ fn set_process_groups(tree: &TreeImage, tasks: &mut HashMap<Pid, Task>) -> Resul
     Ok(())
 }
 
-fn restore_process(
-    t: &mut Task,
-    p: &ProcessImage,
-    file_by_id: &HashMap<u32, &stasis_image::pb::FileEntry>,
-    sources: &files::FileSources,
-    opened: &mut crate::kinds::share::Opened,
-    map_paths: &HashMap<u32, String>,
-    shared_anon: &mut mm::SharedAnonRegistry,
-    inherited_signals: u64,
-) -> Result<Vec<Task>, RestoreError> {
+fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> Result<Vec<Task>, RestoreError> {
     let pid = p.pid();
     let mme = p.mm.as_ref().ok_or(RestoreError::Interrupted)?;
     let tc = p.tc().ok_or_else(|| RestoreError::Invalid {
@@ -250,20 +259,23 @@ fn restore_process(
     })?;
 
     mm::clear_address_space(t, &mme.vmas)?;
-    mm::map_vmas(t, &mme.vmas, map_paths, shared_anon)?;
+    mm::map_vmas(t, &mme.vmas, &cx.map_paths, &mut cx.shared_anon)?;
     let pages = std::fs::File::open(&p.pages_path)
         .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
     crate::kinds::pages::fill_pages(pid, &p.runs, &pages)?;
     mm::finish_vmas(t, &mme.vmas)?;
 
-    files::restore_fds(t, &p.fdinfo, file_by_id, sources, opened)?;
+    files::restore_fds(t, &p.fdinfo, &cx.files, &cx.sources, &mut cx.opened, &mut cx.fd)?;
+    crate::kinds::sockets::after_fds(&mut cx.fd, t, &p.fdinfo)?;
+    crate::kinds::special::after_fds(&mut cx.fd, t, &p.fdinfo)?;
+    let file_by_id = &cx.files;
     if let Some(fs) = &p.fs {
         let path = |id: u32| file_by_id.get(&id).and_then(|f| f.reg.as_ref()).map(|r| r.name.clone());
         let cwd = path(fs.cwd_id).unwrap_or_else(|| "/".into());
         let root = path(fs.root_id).unwrap_or_else(|| "/".into());
         task::restore_fs(t, &cwd, &root, fs.umask)?;
     }
-    signal::restore_sigactions(t, &tc.sigactions, inherited_signals)?;
+    signal::restore_sigactions(t, &tc.sigactions, cx.inherited_signals)?;
     if let Some(r) = &tc.rlimits {
         task::restore_rlimits(t, r)?;
     }

@@ -1,0 +1,73 @@
+//! The interface between the fd dispatcher (`files.rs`) and the modules of
+//! each fd kind (`sockets`, `special`): what a kind gets to dump an fd, and
+//! how it hands an fd back at restore.
+//!
+//! A kind creates its files in the restorer where it can (sockets, eventfd,
+//! timerfd, ...), fully set up, and returns [`Install::Local`]: the task
+//! then takes that very open file with an injected `pidfd_getfd` on the
+//! restorer. Kinds whose setup needs the task's own fd numbers (epoll) do
+//! it in the task and return [`Install::Done`], or finish in `after_fds`.
+
+use crate::dump::DumpOpts;
+use crate::error::{restore_io, RestoreError};
+use crate::kinds::files::FileTable;
+use crate::restore::stub::Task;
+use crate::restore::RestoreOpts;
+use stasis_image::ImageDirWriter;
+use stasis_sys::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+/// What a kind module gets while dumping one fd.
+pub struct FdDumpCtx<'a> {
+    pub pid: Pid,
+    pub table: &'a mut FileTable,
+    /// For kinds with image files of their own (e.g. `tcp-stream-ID.img`).
+    pub staging: &'a ImageDirWriter,
+    pub opts: &'a DumpOpts,
+}
+
+/// How a restored fd reaches its task.
+pub enum Install {
+    /// The restorer holds it; the task takes it with `pidfd_getfd`.
+    Local(OwnedFd),
+    /// The kind installed it in the task itself.
+    Done,
+}
+
+/// What a kind module gets while restoring fds.
+pub struct FdRestoreCtx<'a> {
+    /// The image directory (for kinds with image files of their own).
+    pub dir: &'a Path,
+    pub opts: &'a RestoreOpts,
+    /// Restorer-side fds that must stay open until every task took them.
+    pub keep: Vec<OwnedFd>,
+}
+
+impl FdRestoreCtx<'_> {
+    /// Gives the task's fd `fd` the open file `local` of the restorer.
+    pub fn install_local(
+        &mut self,
+        task: &mut Task,
+        local: &OwnedFd,
+        fd: u32,
+        cloexec: bool,
+    ) -> Result<(), RestoreError> {
+        let pid = task.pid;
+        let me = std::process::id() as u64;
+        let what = format!("fd {fd}: take it from the restorer");
+        let pidfd = task.call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0]).map_err(restore_io(pid, what.clone()))?;
+        let got = task.call(libc::SYS_pidfd_getfd, [pidfd, local.as_raw_fd() as u64, 0, 0, 0, 0]);
+        let _ = task.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0]);
+        let tmp = got.map_err(restore_io(pid, what.clone()))?;
+        let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        if tmp != fd as u64 {
+            task.call(libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
+            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
+        } else if cloexec {
+            task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
+                .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
+        }
+        Ok(())
+    }
+}
