@@ -243,7 +243,7 @@ pub fn dump_fds(
             }
             (FdTarget::Pipe(ino), None) if internal.contains(ino) || f.fd > 2 => {
                 if !internal.contains(ino) {
-                    log::warn!(
+                    log::info!(
                         "process {pid}, fd {}: pipe:[{ino}] leads outside the tree; it is restored with its \
                          buffered data but without its other end",
                         f.fd
