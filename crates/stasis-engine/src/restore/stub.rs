@@ -60,7 +60,8 @@ impl Task {
         let tid = proc_ctl::spawn_stub(Some(pid), scratch, SCRATCH_LEN as usize, &CODE)?;
         wait_initial_stop(tid)?;
         ptrace::set_options(tid, TRACE_OPTS)?;
-        let inj = Injector::new(tid, scratch)?;
+        let mut inj = Injector::new(tid, scratch)?;
+        inj.set_trap_after(true);
         Ok(Task { pid: tid, tid, inj, scratch })
     }
 
@@ -118,7 +119,8 @@ impl Task {
             return Err(io::Error::other(format!("clone3 gave pid {child}, wanted {want}")));
         }
         wait_initial_stop(child)?;
-        let inj = Injector::new(child, self.scratch)?;
+        let mut inj = Injector::new(child, self.scratch)?;
+        inj.set_trap_after(true);
         let pid = if args.flags & libc::CLONE_THREAD as u64 != 0 { self.pid } else { child };
         Ok(Task { pid, tid: child, inj, scratch: self.scratch })
     }
