@@ -15,4 +15,15 @@ fi
 say "building the test programs"
 scripts/build-progs.sh
 say "cargo test --workspace --release"
-cargo test --workspace --release --no-fail-fast "$@" -- --test-threads=2
+log=$(mktemp /tmp/stasis-test.XXXXXX.log)
+set +e
+cargo test --workspace --release --no-fail-fast "$@" -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is a crate's doc
+# tests, often "0 passed").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^SKIP:/ { s++ }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+rm -f "$log"
+exit "$status"
