@@ -28,16 +28,17 @@ say "demo: a counter writing to $demo/counter.log"
 setsid sh -c 'i=0; while true; do echo $i; i=$(expr $i + 1); sleep 1; done' \
 	>"$demo/counter.log" 2>&1 </dev/null &
 pid=$!
+disown "$pid" # the dump kills it: no "Killed" notice from this shell
 sleep 3.5
 echo "    log: $(tr '\n' ' ' <"$demo/counter.log")"
 
 say "stasis process dump $pid --images $demo/images"
-"$stasis" process dump "$pid" --images "$demo/images"
+"$stasis" --log-level info process dump "$pid" --images "$demo/images"
 sleep 2
 echo "    log 2 s after the dump (stopped): $(tr '\n' ' ' <"$demo/counter.log")"
 
 say "stasis process restore --images $demo/images --detach"
-"$stasis" process restore --images "$demo/images" --detach --pidfile "$demo/pid"
+"$stasis" --log-level info process restore --images "$demo/images" --detach --pidfile "$demo/pid"
 pid=$(cat "$demo/pid")
 sleep 3.5
 echo "    log after restore (continues): $(tr '\n' ' ' <"$demo/counter.log")"
