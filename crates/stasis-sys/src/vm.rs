@@ -41,6 +41,9 @@ fn transfer(pid: Pid, ranges: &[RemoteRange], local: *mut u8, local_len: usize, 
     if total != local_len {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "remote ranges and local buffer differ in size"));
     }
+    if total == 0 {
+        return Ok(());
+    }
     let mut offset = 0usize;
     let mut idx = 0usize;
     // Within the current range, how much was already transferred (a partial

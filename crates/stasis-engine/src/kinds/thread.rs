@@ -288,6 +288,18 @@ pub fn restore_creds(task: &mut Task, c: &pb::CredsEntry) -> Result<(), RestoreE
         let a = task.put(0, &g).map_err(restore_io(tid, "write groups"))?;
         task.call(libc::SYS_setgroups, [c.groups.len() as u64, a, 0, 0, 0, 0]).map_err(restore_io(tid, "setgroups"))?;
     }
+    // The bounding set: drop what the process had dropped.
+    let bnd = c.cap_bnd.first().copied().unwrap_or(u32::MAX) as u64
+        | (c.cap_bnd.get(1).copied().unwrap_or(u32::MAX) as u64) << 32;
+    let last_cap: u64 =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
+    for cap in 0..=last_cap {
+        if bnd & (1 << cap) == 0 {
+            const PR_CAPBSET_DROP: u64 = 24;
+            task.call(libc::SYS_prctl, [PR_CAPBSET_DROP, cap, 0, 0, 0, 0])
+                .map_err(restore_io(tid, format!("drop capability {cap} from the bounding set")))?;
+        }
+    }
     if all_root {
         return Ok(());
     }
