@@ -15,7 +15,6 @@ use crate::remote::{RemoteSession, SCRATCH_LEN};
 use stasis_image::flags::{pe, task_state};
 use stasis_image::{pb, ImageDirWriter, PipeData};
 use stasis_sys::{proc_ctl, Pid};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -118,6 +117,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         }
     }
     staging.write_files(&table.entries)?;
+    crate::kinds::special::write_images(&table, &staging)?;
     let pipes: Vec<PipeData> = table
         .pipe_data
         .iter()
@@ -169,6 +169,17 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     Ok(stats)
 }
 
+/// The tree entry of one process (the root's parent is outside: 0).
+fn pstree_entry(pid: Pid, root: Pid, st: &proc::Stat, threads: &[Pid]) -> pb::PstreeEntry {
+    pb::PstreeEntry {
+        pid: pid as u32,
+        ppid: if pid == root { 0 } else { st.ppid as u32 },
+        pgid: st.pgrp as u32,
+        sid: st.session as u32,
+        threads: threads.iter().map(|&t| t as u32).collect(),
+    }
+}
+
 fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
     let pid = p.pid;
     let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
@@ -183,13 +194,7 @@ fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
         ..Default::default()
     };
     Ok(ProcessDump {
-        pstree: pb::PstreeEntry {
-            pid: pid as u32,
-            ppid: if pid == root { 0 } else { st.ppid as u32 },
-            pgid: st.pgrp as u32,
-            sid: st.session as u32,
-            threads: vec![pid as u32],
-        },
+        pstree: pstree_entry(pid, root, &st, &[pid]),
         cores: vec![(pid, core)],
         mm: None,
         pagemap: Vec::new(),
@@ -317,15 +322,8 @@ fn dump_process(
         ),
     );
     stats.threads += p.threads.len();
-    let _: &BTreeMap<u8, u8> = &BTreeMap::new();
     Ok(ProcessDump {
-        pstree: pb::PstreeEntry {
-            pid: pid as u32,
-            ppid: if pid == root { 0 } else { st.ppid as u32 },
-            pgid: st.pgrp as u32,
-            sid: st.session as u32,
-            threads: p.threads.iter().map(|&t| t as u32).collect(),
-        },
+        pstree: pstree_entry(pid, root, &st, &p.threads),
         cores,
         mm: Some(mm_entry),
         pagemap,

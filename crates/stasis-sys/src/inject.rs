@@ -177,17 +177,7 @@ impl Injector {
 
     /// Stops at syscall entry and exit (works with a bare `syscall`).
     fn syscall_stops(&mut self, nr: i64, args: [u64; 6]) -> io::Result<SyscallOutcome> {
-        let mut regs = self.saved;
-        regs.rax = nr as u64;
-        regs.orig_rax = u64::MAX;
-        regs.rdi = args[0];
-        regs.rsi = args[1];
-        regs.rdx = args[2];
-        regs.r10 = args[3];
-        regs.r8 = args[4];
-        regs.r9 = args[5];
-        regs.rip = self.syscall_ip;
-        ptrace::set_regs(self.tid, &regs)?;
+        self.load(nr, args)?;
         ptrace::cont_syscall(self.tid, 0)?;
         self.expect_syscall_stop("entry", &mut Vec::new())?;
         ptrace::cont_syscall(self.tid, 0)?;

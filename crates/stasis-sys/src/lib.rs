@@ -44,3 +44,19 @@ pub(crate) fn check_int(ret: libc::c_int) -> io::Result<libc::c_int> {
         Ok(ret)
     }
 }
+
+/// `waitpid` that retries on EINTR; returns the raw status.
+pub(crate) fn waitpid_retry(pid: Pid, flags: libc::c_int) -> io::Result<(Pid, libc::c_int)> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status points to a live local c_int.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r != -1 {
+            return Ok((r, status));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}

@@ -119,19 +119,7 @@ pub fn tgkill(tgid: Pid, tid: Pid, sig: i32) -> io::Result<()> {
 /// Waits for an ordinary child to end: `Ok(status)` as an exit code, with
 /// death by signal N reported as 128 + N (like a shell).
 pub fn wait_exit(pid: Pid) -> io::Result<i32> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: status points to a live local c_int.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        break;
-    }
+    let (_, status) = crate::waitpid_retry(pid, 0)?;
     if libc::WIFEXITED(status) {
         Ok(libc::WEXITSTATUS(status))
     } else {
@@ -207,16 +195,5 @@ pub fn nondefault_signals() -> u64 {
 /// Reaps every child and tracee of ours until none is left (used after
 /// killing a half-restored tree).
 pub fn reap_all() {
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: status points to a live local c_int.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
-        }
-    }
+    while crate::waitpid_retry(-1, libc::__WALL).is_ok() {}
 }

@@ -250,19 +250,7 @@ pub enum Stop {
 
 /// Waits for a state change of `tid` (any child or tracee kind: `__WALL`).
 pub fn wait(tid: Pid) -> io::Result<Stop> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: status points to a live local c_int.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        break;
-    }
+    let (_, status) = crate::waitpid_retry(tid, libc::__WALL)?;
     Ok(decode_status(status))
 }
 

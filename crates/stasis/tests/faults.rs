@@ -36,16 +36,22 @@ fn dir_is_empty_of_images(parent: &Path) {
     );
 }
 
+/// A fast counter (5 lines a second) in its own process group.
+fn start_counter(h: &common::Harness) -> (std::process::Child, i32, std::path::PathBuf) {
+    let log = h.path("counter.log");
+    let script = "i=0; while true; do echo $i; i=$(expr $i + 1); sleep 0.2; done";
+    let child = h.spawn(&["sh", "-c", script], &log, true);
+    let pid = common::pid_of(&child);
+    common::wait_log(&log, T, "first lines", |s| s.lines().count() >= 2);
+    (child, pid, log)
+}
+
 #[test]
 fn faulted_dumps_leave_the_tree_running() {
     let Some(h) = common::start("faulted_dumps") else {
         return;
     };
-    let log = h.path("counter.log");
-    let script = "i=0; while true; do echo $i; i=$(expr $i + 1); sleep 0.2; done";
-    let mut child = h.spawn(&["sh", "-c", script], &log, true);
-    let pid = common::pid_of(&child);
-    common::wait_log(&log, T, "first lines", |s| s.lines().count() >= 2);
+    let (mut child, pid, log) = start_counter(&h);
     let dir = h.path("faults");
     fs::create_dir_all(&dir).expect("mkdir");
     for point in ["dump-after-freeze", "dump-before-write", "dump-before-commit"] {
@@ -67,11 +73,7 @@ fn faulted_restore_leaves_nothing_and_can_be_retried() {
     let Some(h) = common::start("faulted_restore") else {
         return;
     };
-    let log = h.path("counter.log");
-    let script = "i=0; while true; do echo $i; i=$(expr $i + 1); sleep 0.2; done";
-    let mut child = h.spawn(&["sh", "-c", script], &log, true);
-    let pid = common::pid_of(&child);
-    common::wait_log(&log, T, "first lines", |s| s.lines().count() >= 2);
+    let (mut child, pid, log) = start_counter(&h);
     let images = h.path("images");
     common::dump(pid, &images, false);
     let _ = common::wait_exit(&mut child, T);

@@ -9,7 +9,7 @@
 //! it in the task and return [`Install::Done`], or finish in `after_fds`.
 
 use crate::dump::DumpOpts;
-use crate::error::{restore_io, RestoreError};
+use crate::error::RestoreError;
 use crate::kinds::files::FileTable;
 use crate::restore::stub::Task;
 use crate::restore::RestoreOpts;
@@ -42,6 +42,9 @@ pub struct FdRestoreCtx<'a> {
     pub opts: &'a RestoreOpts,
     /// Restorer-side fds that must stay open until every task took them.
     pub keep: Vec<OwnedFd>,
+    /// Files of the special kinds (memfds, FIFOs, ptys) and work left for
+    /// `after_fds` (epoll registrations, locks).
+    pub special: crate::kinds::special::RestoreState,
 }
 
 impl FdRestoreCtx<'_> {
@@ -53,21 +56,7 @@ impl FdRestoreCtx<'_> {
         fd: u32,
         cloexec: bool,
     ) -> Result<(), RestoreError> {
-        let pid = task.pid;
-        let me = std::process::id() as u64;
-        let what = format!("fd {fd}: take it from the restorer");
-        let pidfd = task.call(libc::SYS_pidfd_open, [me, 0, 0, 0, 0, 0]).map_err(restore_io(pid, what.clone()))?;
-        let got = task.call(libc::SYS_pidfd_getfd, [pidfd, local.as_raw_fd() as u64, 0, 0, 0, 0]);
-        let _ = task.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0]);
-        let tmp = got.map_err(restore_io(pid, what.clone()))?;
-        let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        if tmp != fd as u64 {
-            task.call(libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
-            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
-        } else if cloexec {
-            task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
-        }
-        Ok(())
+        let me = std::process::id() as Pid;
+        crate::kinds::share::install_shared(task, (me, local.as_raw_fd() as u32), fd, cloexec)
     }
 }
