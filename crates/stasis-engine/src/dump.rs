@@ -117,7 +117,6 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         }
     }
     staging.write_files(&table.entries)?;
-    crate::kinds::special::write_images(&table, &staging)?;
     let pipes: Vec<PipeData> = table
         .pipe_data
         .iter()

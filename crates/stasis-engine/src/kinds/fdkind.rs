@@ -42,9 +42,6 @@ pub struct FdRestoreCtx<'a> {
     pub opts: &'a RestoreOpts,
     /// Restorer-side fds that must stay open until every task took them.
     pub keep: Vec<OwnedFd>,
-    /// Files of the special kinds (memfds, FIFOs, ptys) and work left for
-    /// `after_fds` (epoll registrations, locks).
-    pub special: crate::kinds::special::RestoreState,
 }
 
 impl FdRestoreCtx<'_> {
