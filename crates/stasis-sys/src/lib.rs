@@ -19,6 +19,7 @@ pub mod fd;
 pub mod inject;
 pub mod mmap;
 pub mod proc_ctl;
+pub mod uffd;
 pub mod ptrace;
 pub mod vm;
 

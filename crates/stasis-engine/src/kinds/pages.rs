@@ -9,10 +9,16 @@
 
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::mm::{Run, PAGE};
+use crate::restore::stub::Task;
+use stasis_image::flags::vma as vst;
+use stasis_image::pb;
+use stasis_sys::fd as sysfd;
 use stasis_sys::mmap::FileMap;
+use stasis_sys::uffd;
 use stasis_sys::vm::{self, RemoteRange};
 use stasis_sys::{proc_ctl, Pid};
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 const CHUNK: usize = 8 << 20;
@@ -90,8 +96,83 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
     Ok(total)
 }
 
-/// Writes the stored pages back into `pid` (`pages` is the pages file).
-pub fn fill_pages(pid: Pid, runs: &[Run], pages: &File) -> Result<(), RestoreError> {
+/// One piece of restore work: a `UFFDIO_COPY` into registered anonymous
+/// memory, or a `process_vm_writev` elsewhere; `off` is the offset of its
+/// bytes in the pages file.
+enum Fill {
+    Copy { dst: u64, off: usize, len: usize },
+    Write { ranges: Vec<RemoteRange>, off: usize, len: usize },
+}
+
+/// Creates a userfaultfd inside the task (so it belongs to the task's mm),
+/// takes a copy of it, and closes the task's own.
+fn task_uffd(task: &mut Task) -> std::io::Result<OwnedFd> {
+    let rfd = task.call(libc::SYS_userfaultfd, [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0])?;
+    let got = sysfd::pidfd_open(task.pid).and_then(|p| sysfd::pidfd_getfd(p.as_fd(), rfd as i32));
+    let _ = task.call(libc::SYS_close, [rfd, 0, 0, 0, 0, 0]);
+    let fd = got?;
+    uffd::handshake(fd.as_fd(), 0)?;
+    Ok(fd)
+}
+
+/// Splits runs into work: parts inside `fast` ranges (sorted, disjoint)
+/// become uffd copies, the rest `process_vm_writev` batches.
+fn plan(runs: &[Run], fast: &[(u64, u64)]) -> Vec<Fill> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    let mut slow: Vec<RemoteRange> = Vec::new();
+    let (mut slow_off, mut slow_len) = (0usize, 0usize);
+    let flush_slow = |out: &mut Vec<Fill>, slow: &mut Vec<RemoteRange>, so: usize, sl: &mut usize| {
+        if *sl > 0 {
+            out.push(Fill::Write { ranges: std::mem::take(slow), off: so, len: *sl });
+            *sl = 0;
+        }
+    };
+    for r in runs {
+        let mut addr = r.vaddr;
+        let end = r.vaddr + r.nr_pages * PAGE;
+        while addr < end {
+            let inside = fast.iter().find(|(s, e)| *s <= addr && addr < *e);
+            let next_fast = fast.iter().filter(|(s, _)| *s > addr).map(|(s, _)| *s).min().unwrap_or(u64::MAX);
+            if let Some(&(_, fe)) = inside {
+                flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+                let stop = end.min(fe);
+                let mut a = addr;
+                while a < stop {
+                    let len = ((stop - a) as usize).min(CHUNK);
+                    out.push(Fill::Copy { dst: a, off, len });
+                    off += len;
+                    a += len as u64;
+                }
+                addr = stop;
+            } else {
+                let stop = end.min(next_fast);
+                let len = (stop - addr) as usize;
+                if slow_len == 0 {
+                    slow_off = off;
+                }
+                slow.push(RemoteRange { addr, len });
+                slow_len += len;
+                off += len;
+                addr = stop;
+                if slow_len >= CHUNK {
+                    flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+                }
+            }
+        }
+    }
+    flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+    out
+}
+
+/// Writes the stored pages back into the task (`pages` is the pages file).
+///
+/// Fresh anonymous VMAs are filled with `UFFDIO_COPY`, which allocates each
+/// page and copies into it without zeroing it first; everything else (COW
+/// pages of private file mappings) with `process_vm_writev`. If the kernel
+/// offers no userfaultfd, everything goes through `process_vm_writev`.
+pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &File) -> Result<(), RestoreError> {
+    let pid = task.pid;
     let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
     if total == 0 {
         return Ok(());
@@ -106,28 +187,67 @@ pub fn fill_pages(pid: Pid, runs: &[Run], pages: &File) -> Result<(), RestoreErr
     }
     let map = FileMap::read_only(pages, total as usize).map_err(restore_io(pid, "map the pages file"))?;
     map.advise_sequential();
-    let n = workers();
-    let mut per: Vec<Vec<(Vec<RemoteRange>, &[u8])>> = (0..n).map(|_| Vec::new()).collect();
-    let mut off = 0usize;
-    for (i, (ranges, len)) in chunks(runs).into_iter().enumerate() {
-        per[i % n].push((ranges, &map.as_slice()[off..off + len]));
-        off += len;
+
+    let mut fast: Vec<(u64, u64)> = Vec::new();
+    let uffd = match task_uffd(task) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::debug!("process {pid}: no userfaultfd ({e}); filling memory with process_vm_writev");
+            None
+        }
+    };
+    if let Some(fd) = &uffd {
+        for v in vmas {
+            let anon = v.status & (vst::ANON_PRIVATE | vst::ANON_SHARED) != 0 && v.status & vst::AREA_REGULAR != 0;
+            if anon && uffd::register(fd.as_fd(), v.start, v.end - v.start, uffd::REGISTER_MODE_MISSING).is_ok() {
+                fast.push((v.start, v.end));
+            }
+        }
+        fast.sort_unstable();
     }
-    std::thread::scope(|s| {
+    let work = plan(runs, &fast);
+    let n = workers();
+    let mut per: Vec<Vec<&Fill>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, w) in work.iter().enumerate() {
+        per[i % n].push(w);
+    }
+    let src = map.as_slice();
+    let ufd = uffd.as_ref().map(|f| f.as_fd());
+    let result = std::thread::scope(|s| {
         let handles: Vec<_> = per
             .into_iter()
             .map(|mine| {
                 s.spawn(move || -> Result<(), RestoreError> {
-                    for (ranges, buf) in mine {
+                    for w in mine {
                         if proc_ctl::interrupted() {
                             return Err(RestoreError::Interrupted);
                         }
-                        vm::write_ranges(pid, &ranges, buf).map_err(restore_io(pid, "write memory"))?;
+                        match (w, ufd) {
+                            (Fill::Copy { dst, off, len }, Some(fd)) => {
+                                uffd::copy(fd, *dst, &src[*off..*off + *len])
+                                    .map_err(restore_io(pid, format!("fill memory at {dst:#x}")))?
+                            }
+                            (Fill::Write { ranges, off, len }, _) => {
+                                vm::write_ranges(pid, ranges, &src[*off..*off + *len])
+                                    .map_err(restore_io(pid, "write memory"))?
+                            }
+                            (Fill::Copy { dst, .. }, None) => {
+                                return Err(restore_io(pid, format!("fill memory at {dst:#x}"))(std::io::Error::from(
+                                    std::io::ErrorKind::Unsupported,
+                                )))
+                            }
+                        }
                     }
                     Ok(())
                 })
             })
             .collect();
         handles.into_iter().try_for_each(|h| h.join().unwrap_or(Err(RestoreError::Interrupted)))
-    })
+    });
+    if let Some(fd) = &uffd {
+        for (s, e) in &fast {
+            let _ = uffd::unregister(fd.as_fd(), *s, e - s);
+        }
+    }
+    result
 }

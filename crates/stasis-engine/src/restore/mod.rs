@@ -262,7 +262,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     mm::map_vmas(t, &mme.vmas, &cx.map_paths, &mut cx.shared_anon)?;
     let pages = std::fs::File::open(&p.pages_path)
         .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
-    crate::kinds::pages::fill_pages(pid, &p.runs, &pages)?;
+    crate::kinds::pages::fill_pages(t, &p.runs, &mme.vmas, &pages)?;
     mm::finish_vmas(t, &mme.vmas)?;
 
     files::restore_fds(t, &p.fdinfo, &cx.files, &cx.sources, &mut cx.opened, &mut cx.fd)?;
