@@ -105,10 +105,21 @@ fn check_ids_free(tree: &TreeImage) -> Result<(), RestoreError> {
             if !Path::new(&format!("/proc/{id}")).exists() {
                 continue;
             }
-            return Err(match crate::proc::read_stat(id) {
-                Ok(st) if st.is_zombie() => RestoreError::PidHeldByZombie { pid: id, parent: st.ppid },
-                _ => RestoreError::PidInUse { pid: id },
-            });
+            // A zombie reparented to init goes away once init reaps it; on
+            // some machines init takes a second or more. Wait a little.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match crate::proc::read_stat(id) {
+                    Err(_) if !Path::new(&format!("/proc/{id}")).exists() => break,
+                    Ok(st) if st.is_zombie() && st.ppid == 1 && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(st) if st.is_zombie() => {
+                        return Err(RestoreError::PidHeldByZombie { pid: id, parent: st.ppid });
+                    }
+                    _ => return Err(RestoreError::PidInUse { pid: id }),
+                }
+            }
         }
     }
     Ok(())
