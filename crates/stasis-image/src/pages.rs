@@ -58,7 +58,7 @@ impl PagemapBuilder {
     /// Adds `nr_pages` pages at `vaddr` with `flags`; refuses (with the
     /// reason) unaligned, empty, overlapping or out-of-order runs.
     pub fn push(&mut self, vaddr: u64, nr_pages: u64, flags: u32) -> Result<(), String> {
-        if vaddr % PAGE_SIZE != 0 {
+        if !vaddr.is_multiple_of(PAGE_SIZE) {
             return Err(format!("address {vaddr:#x} is not page aligned"));
         }
         if nr_pages == 0 {
@@ -152,7 +152,7 @@ impl PageWriter {
     /// `pe::PRESENT | pe::LAZY`; [`pe::PRESENT`] must be among them.
     pub fn add_with_flags(&mut self, vaddr: u64, data: &[u8], flags: u32) -> Result<(), ImageError> {
         let len = data.len() as u64;
-        if len % PAGE_SIZE != 0 || flags & pe::PRESENT == 0 {
+        if !len.is_multiple_of(PAGE_SIZE) || flags & pe::PRESENT == 0 {
             return Err(
                 self.unwritable(format!("{len} bytes at {vaddr:#x} with flags {flags:#x} are not whole present pages"))
             );
