@@ -68,7 +68,12 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     let t0 = Instant::now();
     check_root(root)?;
     let staging = ImageDirWriter::create(images)?;
+    log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
     let frozen = Frozen::freeze_tree(root)?;
+    log::debug!("dump {root}: {} tasks frozen at {:?}", frozen.tasks().len(), t0.elapsed());
+    // Dropped before `frozen`: dumped TCP connections leave repair mode
+    // before the tree runs again.
+    let tcp_repair = crate::kinds::sockets::RepairGuard::begin();
     let frozen_at = Instant::now();
     let mut stats = DumpStats { freezing_time: frozen.freezing_time, ..Default::default() };
     fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
@@ -96,6 +101,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         let d = dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats)?;
         dumps.push(d);
     }
+    log::debug!("dump {root}: state collected at {:?}", t0.elapsed());
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
 
     for d in &dumps {
@@ -117,6 +123,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         }
     }
     staging.write_files(&table.entries)?;
+    crate::kinds::special::write_images(&table, &staging)?;
     let pipes: Vec<PipeData> = table
         .pipe_data
         .iter()
@@ -158,11 +165,15 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     if proc_ctl::interrupted() {
         return Err(DumpError::Interrupted);
     }
+    log::debug!("dump {root}: images written at {:?}", t0.elapsed());
     staging.commit()?;
+    log::debug!("dump {root}: committed (fsync + rename) at {:?}", t0.elapsed());
     if opts.leave_running {
+        drop(tcp_repair);
         frozen.release();
     } else {
         frozen.kill_all();
+        tcp_repair.tree_killed();
     }
     stats.total_time = t0.elapsed();
     Ok(stats)
@@ -220,16 +231,19 @@ fn dump_process(
     if status.seccomp != 0 {
         return Err(DumpError::Unsupported { pid, what: "a seccomp filter".into() });
     }
+    let pt = Instant::now();
     let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
     let scratch = session.scratch;
     let read = |off: u64, len: usize| session.read(off - scratch, len);
 
     // Process-wide state through the main thread.
     let mut main = session.thread(pid).map_err(dump_io(pid, "inject"))?;
+    log::debug!("process {pid}: injection ready after {:?}", pt.elapsed());
     let sigactions = signal::dump_sigactions(pid, &mut main, scratch, &read, status.sig_cgt | status.sig_ign)?;
     let timers = task::dump_timers(pid, &mut main, scratch, &read)?;
     let brk = main.call(libc::SYS_brk, [0; 6]).map_err(dump_io(pid, "brk"))?;
     let main_blk = main.saved_mask();
+    log::debug!("process {pid}: sigactions and timers after {:?}", pt.elapsed());
     let (main_info, main_core) = thread::dump_thread(pid, pid, &mut main, scratch, &read)?;
     main.done().map_err(dump_io(pid, "restore registers"))?;
     let shared_pending = stasis_sys::ptrace::peek_siginfo(pid, true).map_err(dump_io(pid, "read pending signals"))?;
@@ -251,6 +265,7 @@ fn dump_process(
     }
 
     // Memory.
+    log::debug!("process {pid}: threads after {:?}", pt.elapsed());
     let mem_t = Instant::now();
     let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), table)?;
     let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
@@ -263,10 +278,12 @@ fn dump_process(
         .create_new(true)
         .open(&pages_path)
         .map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
+    log::debug!("process {pid}: memory map and pagemap after {:?}", pt.elapsed());
     let written = crate::kinds::pages::dump_pages(pid, &runs, &file)?;
     stats.memdump_time += mem_t.elapsed();
     stats.pages_scanned += scanned;
     stats.pages_written += written / mm::PAGE;
+    log::debug!("process {pid}: pages written after {:?}", pt.elapsed());
     session.close().map_err(dump_io(pid, "remove scratch memory"))?;
 
     let pagemap = runs
@@ -280,8 +297,10 @@ fn dump_process(
         })
         .collect();
 
+    log::debug!("process {pid}: scratch removed after {:?}", pt.elapsed());
     let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts };
     let fdinfo = files::dump_fds(&mut ctx, fds, internal, sharing)?;
+    log::debug!("process {pid}: {} fds after {:?}", fdinfo.len(), pt.elapsed());
     let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let rootdir = proc::task::read_root(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let dir_flags = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;

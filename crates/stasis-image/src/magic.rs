@@ -109,6 +109,8 @@ kinds! {
     Seccomp = 0x6441_3049, "SECCOMP", Common, Entries;
     /// `tcp-stream-ID.img` (ID in hex).
     TcpStream = 0x5146_5506, "TCP_STREAM", Common, TcpStream;
+    /// `sk-queues.img`: `sk_packet_entry` + `length` bytes of queued data.
+    SkQueues = 0x5626_4026, "SK_QUEUES", Common, PipesData;
     /// `pipes.img` (legacy; pipes now live in `files.img`).
     Pipes = 0x5651_3555, "PIPES", Common, Entries;
     /// `reg-files.img` (legacy; regular files now live in `files.img`).
@@ -121,6 +123,12 @@ kinds! {
     Itimers = 0x5746_4056, "ITIMERS", Common, Entries;
     /// `posix-timers-PID.img` (legacy; timers now live in `core`).
     PosixTimers = 0x5260_3957, "POSIX_TIMERS", Common, Entries;
+    /// `memfd.img`: one `memfd_inode_entry` per memfd.
+    MemfdInode = 0x4845_3499, "MEMFD_INODE", Common, Entries;
+    /// `tty-info.img`.
+    TtyInfo = 0x5945_3036, "TTY_INFO", Common, Entries;
+    /// `file-locks.img`.
+    FileLocks = 0x5432_3616, "FILE_LOCKS", Common, Entries;
 }
 
 impl ImageKind {
@@ -172,8 +180,16 @@ pub mod file_name {
     pub const PIPES_DATA: &str = "pipes-data.img";
     /// `fifo-data.img`.
     pub const FIFO_DATA: &str = "fifo-data.img";
+    /// `sk-queues.img`.
+    pub const SK_QUEUES: &str = "sk-queues.img";
     /// `seccomp.img`.
     pub const SECCOMP: &str = "seccomp.img";
+    /// `memfd.img`.
+    pub const MEMFD_INODE: &str = "memfd.img";
+    /// `tty-info.img`.
+    pub const TTY_INFO: &str = "tty-info.img";
+    /// `file-locks.img`.
+    pub const FILE_LOCKS: &str = "file-locks.img";
     /// `stats-dump.img`.
     pub const STATS_DUMP: &str = "stats-dump.img";
     /// `stats-restore.img`.

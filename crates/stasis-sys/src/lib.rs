@@ -18,9 +18,11 @@
 pub mod fd;
 pub mod inject;
 pub mod mmap;
+pub mod net;
 pub mod proc_ctl;
-pub mod uffd;
 pub mod ptrace;
+pub mod special;
+pub mod uffd;
 pub mod vm;
 
 /// A process or thread id, as the kernel's `pid_t`.

@@ -42,6 +42,11 @@ pub struct FdRestoreCtx<'a> {
     pub opts: &'a RestoreOpts,
     /// Restorer-side fds that must stay open until every task took them.
     pub keep: Vec<OwnedFd>,
+    /// Files of the special kinds (memfds, FIFOs, ptys) and work left for
+    /// `after_fds` (epoll registrations, locks).
+    pub special: crate::kinds::special::RestoreState,
+    /// State of the sockets module (unix sockets created ahead for peers).
+    pub sockets: crate::kinds::sockets::SocketRestore,
 }
 
 impl FdRestoreCtx<'_> {

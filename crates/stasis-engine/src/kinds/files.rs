@@ -45,6 +45,8 @@ pub struct FileTable {
     pub pipe_data: BTreeMap<u64, Vec<u8>>,
     /// (pid, fd) -> the entry it was given, for fds sharing it.
     by_fd: HashMap<(Pid, i32), (FdTypes, u32)>,
+    /// What the special kinds collect (memfds, FIFO data, locks, ttys).
+    pub special: crate::kinds::special::DumpState,
 }
 
 fn fown() -> pb::FownEntry {
@@ -114,6 +116,9 @@ impl FileTable {
     ) -> std::io::Result<u32> {
         if !deleted {
             return Ok(self.path_ref(path, flags));
+        }
+        if path.starts_with("/memfd:") {
+            return crate::kinds::special::memfd::mapped(self, pid, start, end, path, flags);
         }
         let key = (format!("{path} (deleted)"), flags);
         if let Some(&id) = self.by_path.get(&key) {

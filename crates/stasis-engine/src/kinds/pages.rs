@@ -67,7 +67,10 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
     if total == 0 {
         return Ok(0);
     }
-    let n = workers();
+    // Small dumps: one worker and a buffer no larger than needed (zeroing
+    // two 8 MiB buffers cost more than a shell's whole memory).
+    let n = if total < 2 * CHUNK as u64 { 1 } else { workers() };
+    let buf_len = CHUNK.min(total as usize);
     let mut per: Vec<Vec<(Vec<RemoteRange>, usize, u64)>> = (0..n).map(|_| Vec::new()).collect();
     let mut off = 0u64;
     for (i, (ranges, len)) in chunks(runs).into_iter().enumerate() {
@@ -79,7 +82,7 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
             .into_iter()
             .map(|mine| {
                 s.spawn(move || -> Result<(), DumpError> {
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = vec![0u8; buf_len];
                     for (ranges, len, off) in mine {
                         if proc_ctl::interrupted() {
                             return Err(DumpError::Interrupted);
@@ -206,7 +209,7 @@ pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &
         fast.sort_unstable();
     }
     let work = plan(runs, &fast);
-    let n = workers();
+    let n = if total < 2 * CHUNK as u64 { 1 } else { workers() };
     let mut per: Vec<Vec<&Fill>> = (0..n).map(|_| Vec::new()).collect();
     for (i, w) in work.iter().enumerate() {
         per[i % n].push(w);

@@ -31,6 +31,9 @@ impl Sharing {
                 let key = match &f.target {
                     FdTarget::Path { path, .. } => format!("{path}\0{}", f.ino.unwrap_or(0)),
                     FdTarget::Pipe(ino) => format!("pipe:{ino}"),
+                    // eventfd, epoll, timerfd, ...: all share one inode; kcmp tells them apart.
+                    FdTarget::AnonInode(name) => format!("anon:{name}"),
+                    FdTarget::Socket(ino) => format!("socket:{ino}"),
                     _ => continue,
                 };
                 by_file.entry(key).or_default().push((*pid, f.fd));

@@ -177,10 +177,17 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         map_paths: sources.mapping_paths(&tree.files),
         sources,
         opened: crate::kinds::share::Opened::default(),
-        fd: crate::kinds::fdkind::FdRestoreCtx { dir: &tree.dir, opts, keep: Vec::new() },
+        fd: crate::kinds::fdkind::FdRestoreCtx {
+            dir: &tree.dir,
+            opts,
+            keep: Vec::new(),
+            special: Default::default(),
+            sockets: Default::default(),
+        },
         shared_anon: mm::SharedAnonRegistry::new(),
         inherited_signals: proc_ctl::nondefault_signals(),
     };
+    crate::kinds::special::prepare(&mut cx.fd, &tree.files, &mut cx.map_paths)?;
     let mut threads: HashMap<Pid, Vec<Task>> = HashMap::new();
     for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
         interrupted()?;
@@ -190,6 +197,7 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         tx.pids.extend(ts.iter().map(|t| t.tid));
         threads.insert(pid, ts);
     }
+    crate::kinds::sockets::after_all_fds(&mut cx.fd)?;
     // Zombies: created by their parent, then made to exit with their code.
     for p in tree.processes.iter().filter(|p| p.is_zombie()) {
         let t = tasks.get_mut(&p.pid()).ok_or(RestoreError::Interrupted)?;

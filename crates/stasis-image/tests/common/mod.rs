@@ -273,7 +273,7 @@ pub fn mm(pid: u32) -> pb::MmEntry {
 }
 
 pub fn file(id: u32, fd_type: FdTypes) -> pb::FileEntry {
-    pb::FileEntry { r#type: fd_type as i32, id, reg: None, efd: None, pipe: None }
+    pb::FileEntry { r#type: fd_type as i32, id, ..Default::default() }
 }
 
 pub fn reg(id: u32, name: &str, flags: u32) -> pb::FileEntry {

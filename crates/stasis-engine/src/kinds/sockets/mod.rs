@@ -1,27 +1,106 @@
 //! Sockets: unix (stream, dgram, seqpacket; named, abstract, socketpairs,
 //! queued messages), inet (TCP listening, UDP), and established TCP through
 //! TCP_REPAIR (only with `--tcp-established`).
+//!
+//! Every socket is inspected through a copy of the task's fd taken with
+//! `pidfd_getfd` (the same socket, not a new one), so getsockopt, peeking at
+//! queues and TCP repair act on the task's socket while it is stopped; what
+//! the fd cannot tell (unix peers, pending connections, backlog) comes from
+//! sock_diag netlink ([`diag`]). Sockets are created again by the restorer,
+//! which shares the network namespace of bare process trees, fully set up,
+//! and the task takes each one with `pidfd_getfd` ([`Install::Local`]).
+//!
+//! - [`unix`]: unix sockets, their peers and queues (`sk-queues.img`).
+//! - [`inet`]: IPv4/IPv6 TCP and UDP sockets.
+//! - [`tcp`]: established connections through TCP_REPAIR.
+//! - [`opts`]: socket options shared by all of them.
+//! - [`diag`]: UNIX_DIAG and INET_DIAG requests.
 
-use crate::error::{DumpError, RestoreError};
+pub mod diag;
+pub mod inet;
+pub mod opts;
+pub mod tcp;
+pub mod unix;
+
+use crate::error::{dump_io, DumpError, RestoreError};
 use crate::kinds::fdkind::{FdDumpCtx, FdRestoreCtx, Install};
 use crate::kinds::files::FdSeen;
+use crate::proc::fdinfo::FdTarget;
 use crate::restore::stub::Task;
 use stasis_image::pb;
+use stasis_sys::{fd as sysfd, net as n};
+use std::os::fd::{AsFd, BorrowedFd};
+
+pub use tcp::RepairGuard;
+
+/// Restore-side state of this module, kept in [`FdRestoreCtx`].
+#[derive(Default)]
+pub struct SocketRestore {
+    /// Every unix socket of the images, created on first use.
+    unix: Option<unix::Prepared>,
+    /// Restored TCP connections still in repair mode, with what to say if
+    /// leaving it fails and whether SO_REUSEADDR was set.
+    tcp: Vec<(stasis_sys::Pid, String, tcp::Restored, pb::SkOptsEntry)>,
+}
+
+/// Sets a socket's file status flags (O_NONBLOCK) as dumped.
+pub(crate) fn set_file_flags(fd: BorrowedFd<'_>, flags: u32) -> std::io::Result<()> {
+    if flags & libc::O_NONBLOCK as u32 != 0 {
+        let cur = sysfd::status_flags(fd)?;
+        sysfd::set_status_flags(fd, cur | libc::O_NONBLOCK)?;
+    }
+    Ok(())
+}
 
 /// Dumps a socket fd; `None` when this kind of socket is not supported
 /// (the dispatcher then refuses it, naming the fd).
-pub fn dump_fd(_ctx: &mut FdDumpCtx<'_>, _f: &FdSeen) -> Result<Option<(pb::FdTypes, u32)>, DumpError> {
-    Ok(None)
+pub fn dump_fd(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<Option<(pb::FdTypes, u32)>, DumpError> {
+    let FdTarget::Socket(ino) = f.target else { return Ok(None) };
+    let pid = ctx.pid;
+    let what = format!("fd {}: copy the socket", f.fd);
+    let pidfd = sysfd::pidfd_open(pid).map_err(dump_io(pid, what.clone()))?;
+    let sk = sysfd::pidfd_getfd(pidfd.as_fd(), f.fd).map_err(dump_io(pid, what))?;
+    let get = |opt| n::getsockopt_int(sk.as_fd(), libc::SOL_SOCKET, opt);
+    let (Ok(family), Ok(ty), Ok(proto)) = (get(n::SO_DOMAIN), get(libc::SO_TYPE), get(n::SO_PROTOCOL)) else {
+        return Ok(None);
+    };
+    match family {
+        libc::AF_UNIX => unix::dump(ctx, f, &sk, ino as u32).map(Some),
+        libc::AF_INET | libc::AF_INET6 => inet::dump(ctx, f, &sk, ino as u32, family, ty, proto),
+        _ => Ok(None),
+    }
 }
 
 /// Re-creates a socket entry; `None` when the entry is not a socket.
 pub fn open_fd(
-    _ctx: &mut FdRestoreCtx<'_>,
-    _task: &mut Task,
-    _e: &pb::FileEntry,
-    _fi: &pb::FdinfoEntry,
+    ctx: &mut FdRestoreCtx<'_>,
+    task: &mut Task,
+    e: &pb::FileEntry,
+    fi: &pb::FdinfoEntry,
 ) -> Result<Option<Install>, RestoreError> {
-    Ok(None)
+    if let Some(isk) = &e.isk {
+        return inet::restore(ctx.dir, task.pid, fi.fd, isk, &mut ctx.sockets.tcp).map(|s| Some(Install::Local(s)));
+    }
+    let Some(usk) = &e.usk else { return Ok(None) };
+    if ctx.sockets.unix.is_none() {
+        ctx.sockets.unix = Some(unix::Prepared::create(ctx.dir, task.pid)?);
+    }
+    let sk = ctx.sockets.unix.as_mut().and_then(|p| p.take(e.id)).ok_or_else(|| RestoreError::Task {
+        pid: task.pid,
+        what: format!("fd {}: unix socket {} was not created", fi.fd, usk.ino),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    Ok(Some(Install::Local(sk)))
+}
+
+/// Runs once every process of the tree has its fds: restored TCP
+/// connections leave repair mode now that their peers, if in the tree,
+/// exist.
+pub fn after_all_fds(ctx: &mut FdRestoreCtx<'_>) -> Result<(), RestoreError> {
+    for (pid, what, r, o) in ctx.sockets.tcp.drain(..) {
+        r.finish(&o).map_err(|source| RestoreError::Task { pid, what, source })?;
+    }
+    Ok(())
 }
 
 /// Runs once a process has all its fds.
