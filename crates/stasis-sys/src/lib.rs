@@ -19,6 +19,7 @@ pub mod fd;
 pub mod inject;
 pub mod mmap;
 pub mod net;
+pub mod ns;
 pub mod proc_ctl;
 pub mod ptrace;
 pub mod special;

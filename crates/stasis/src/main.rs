@@ -4,6 +4,7 @@
 //! (the error and its causes joined by ": "), and the exit status is
 //! non-zero. `--log-level debug` adds progress and timing lines.
 
+mod containers;
 mod logger;
 
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
     /// error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
+    #[command(flatten)]
+    store: containers::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +31,8 @@ enum Command {
     /// Inspect checkpoint images.
     #[command(subcommand)]
     Image(ImageCmd),
+    #[command(flatten)]
+    Container(containers::ContainerCmd),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
         return fail(&e);
     }
     match cli.command {
+        Command::Container(c) => containers::main(&cli.store, c),
         Command::Process(ProcessCmd::Dump(a)) => {
             let opts = stasis_engine::DumpOpts { leave_running: a.leave_running, tcp_established: a.tcp_established };
             match stasis_engine::dump(a.pid, &a.images, &opts) {

@@ -1,0 +1,261 @@
+//! The per-container monitor (podman's conmon): the `stasis` binary in a
+//! hidden mode, one process per running container, no daemon.
+//!
+//! It forks the container's init into new namespaces, puts it into the
+//! container's cgroups, connects its network namespace while the init
+//! waits on a pipe, then lets it exec. It reports "ok" (or one error line)
+//! on its stdout to the CLI that started it and closes that pipe. Then it
+//! appends the init's stdout/stderr to `ctr.log` (k8s-file format: `TIME
+//! STREAM F LINE`), reaps the init, tears down network and cgroups, and
+//! records the exit code and time in the runroot state.
+
+use crate::cgroup;
+use crate::error::{Ctx, Result, RuntimeError};
+use crate::image;
+use crate::network::{parse_publish, Network, PortMapping};
+use crate::rootfs::{self, InitSpec};
+use crate::store::{self, now_ns, ContainerConfig, ContainerState, Status, Store};
+use stasis_sys::ns::{self, Forked};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Namespaces every container gets.
+const NS_FLAGS: i32 = ns::CLONE_NEWPID | ns::CLONE_NEWNS | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC | ns::CLONE_NEWNET;
+
+/// Start time (field 22 of /proc/PID/stat) of a live, non-zombie process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(f.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
+/// Whether `pid` still is the process that started at `start`.
+pub fn alive(pid: i32, start: u64) -> bool {
+    start_time(pid).is_some_and(|t| start == 0 || t == start)
+}
+
+/// Container log line in k8s-file format.
+fn log_line(stream: &str, line: &[u8]) -> Vec<u8> {
+    let mut v = format!("{} {stream} F ", store::rfc3339(now_ns())).into_bytes();
+    v.extend_from_slice(line);
+    v.push(b'\n');
+    v
+}
+
+/// Copies one pipe into the log, line by line.
+fn pump(mut pipe: File, log: Arc<Mutex<File>>, stream: &'static str) {
+    let mut buf = vec![0u8; 65536];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            out.extend(log_line(stream, &pending[..i]));
+            pending.drain(..=i);
+        }
+        if !out.is_empty() {
+            let _ = log.lock().unwrap_or_else(|e| e.into_inner()).write_all(&out);
+        }
+    }
+    if !pending.is_empty() {
+        let _ = log.lock().unwrap_or_else(|e| e.into_inner()).write_all(&log_line(stream, &pending));
+    }
+}
+
+/// Tears down what a started container holds on the host: its network
+/// (veth, port rules, address) and cgroups. Idempotent.
+pub fn cleanup(store: &Store, id: &str, st: &ContainerState) {
+    if let Ok(net) = Network::open(&store.root) {
+        if let Some(ns) = &st.net {
+            if let Err(e) = net.detach(id, ns) {
+                log::warn!("detaching the network of {id}: {e}");
+            }
+        }
+        if let Err(e) = net.release(id) {
+            log::warn!("releasing the address of {id}: {e}");
+        }
+    }
+    cgroup::remove_container(&store.runroot, id, &st.cgroups);
+    let _ = fs::remove_dir(store.ctr_run_dir(id).join("merged"));
+}
+
+/// Everything the parent side set up; torn down on failure.
+struct Started {
+    pid: i32,
+    cgroups: Vec<PathBuf>,
+    net: Option<crate::network::NetState>,
+}
+
+fn ports_of(cfg: &ContainerConfig) -> Result<Vec<PortMapping>> {
+    cfg.publish.iter().map(|p| parse_publish(p).ctx(|| "parsing -p")).collect()
+}
+
+/// Parent side after fork: cgroups, network, go, exec check.
+fn bring_up(store: &Store, cfg: &mut ContainerConfig, s: &mut Started, go: &mut File, err: &mut File) -> Result<()> {
+    let t = std::time::Instant::now();
+    cgroup::add_pid(&s.cgroups, s.pid)?;
+    let net = Network::open(&store.root).ctx(|| "opening the network state")?;
+    let want: Option<Ipv4Addr> = cfg.ip.as_deref().and_then(|s| s.parse().ok());
+    let ip = net.allocate(&cfg.id, want).ctx(|| format!("allocating an address for {}", cfg.name))?;
+    let ports = ports_of(cfg)?;
+    s.net = Some(net.attach(&cfg.id, s.pid, ip, None, &ports).ctx(|| format!("connecting {}", cfg.name))?);
+    if cfg.ip.is_none() {
+        cfg.ip = Some(ip.to_string());
+        store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), cfg)?;
+    }
+    log::debug!("monitor: cgroups and network of {} ready in {:?}", cfg.name, t.elapsed());
+    go.write_all(b"g").ctx(|| "releasing the container's init")?;
+    let mut msg = String::new();
+    let _ = err.read_to_string(&mut msg);
+    if !msg.is_empty() {
+        return Err(RuntimeError::Invalid(format!("starting container {}: {msg}", cfg.name)));
+    }
+    Ok(())
+}
+
+/// The monitor's main: `ready` gets "ok" or "error: MSG" once. Returns the
+/// monitor's exit status.
+pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
+    let _ = ns::setsid();
+    let mut cfg: ContainerConfig = match store::read_json(&store.ctr_dir(id).join("config.json")) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(ready, "error: {e}");
+            return 1;
+        }
+    };
+    let mut started = Started { pid: 0, cgroups: Vec::new(), net: None };
+    let res = start(store, &mut cfg, &mut started);
+    let (pid, out, errp) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let st =
+                ContainerState { cgroups: started.cgroups.clone(), net: started.net.clone(), ..Default::default() };
+            if started.pid > 0 {
+                let _ = stasis_sys::proc_ctl::kill(started.pid, libc::SIGKILL);
+                let _ = stasis_sys::proc_ctl::wait_exit(started.pid);
+            }
+            cleanup(store, id, &st);
+            let _ = store.write_state(id, &ContainerState::default());
+            let _ = writeln!(ready, "error: {}", one_line(&e));
+            return 1;
+        }
+    };
+    let mut st = ContainerState {
+        status: Status::Running,
+        pid,
+        pid_start: start_time(pid).unwrap_or(0),
+        monitor_pid: std::process::id() as i32,
+        started_at: Some(now_ns()),
+        net: started.net.clone(),
+        cgroups: started.cgroups.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = store.write_state(id, &st) {
+        let _ = writeln!(ready, "error: {}", one_line(&e));
+    } else {
+        let _ = writeln!(ready, "ok {pid}");
+    }
+    drop(ready);
+    // Nothing of ours may keep the CLI's pipe open: stdout becomes /dev/null.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = stasis_sys::fd::dup_to(null.as_fd(), 1);
+    }
+    let log_path = store.ctr_dir(id).join("ctr.log");
+    let log = OpenOptions::new().create(true).append(true).open(&log_path);
+    let log =
+        Arc::new(Mutex::new(log.unwrap_or_else(|_| File::options().write(true).open("/dev/null").expect("/dev/null"))));
+    let (l1, l2) = (log.clone(), log);
+    let t1 = std::thread::spawn(move || pump(out, l1, "stdout"));
+    let t2 = std::thread::spawn(move || pump(errp, l2, "stderr"));
+    let code = stasis_sys::proc_ctl::wait_exit(pid).unwrap_or(-1);
+    let _ = t1.join();
+    let _ = t2.join();
+    cleanup(store, id, &st);
+    st.status = Status::Exited;
+    st.exit_code = Some(code);
+    st.finished_at = Some(now_ns());
+    st.net = None;
+    if store.ctr_dir(id).exists() {
+        let _ = store.write_state(id, &st);
+    }
+    0
+}
+
+fn one_line(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !line.contains(&s) {
+            line.push_str(": ");
+            line.push_str(&s);
+        }
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}
+
+/// Forks the init and brings the container up; returns the init's pid
+/// and the read ends of its stdout and stderr.
+fn start(store: &Store, cfg: &mut ContainerConfig, s: &mut Started) -> Result<(i32, File, File)> {
+    let img = image::find(store, &cfg.image_id)?;
+    let cdir = store.ctr_dir(&cfg.id);
+    let merged = store.ctr_run_dir(&cfg.id).join("merged");
+    for d in [cdir.join("upper"), cdir.join("work"), merged.clone()] {
+        fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+    }
+    let spec = InitSpec {
+        lowers: image::lower_dirs(store, &img),
+        upper: cdir.join("upper"),
+        work: cdir.join("work"),
+        merged,
+        hostname: cfg.hostname.clone(),
+        argv: cfg.command.clone(),
+        env: cfg.env.clone(),
+        workdir: cfg.workdir.clone(),
+    };
+    let t = std::time::Instant::now();
+    s.cgroups = cgroup::create(&store.runroot, &cfg.id)?;
+    log::debug!("monitor: cgroups of {} created in {:?}", cfg.name, t.elapsed());
+    let pipe = || stasis_sys::fd::pipe(libc::O_CLOEXEC).ctx(|| "creating a pipe");
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let (x_r, x_w) = pipe()?;
+    match ns::fork_into_namespaces(NS_FLAGS).ctx(|| "creating the container's namespaces")? {
+        Forked::Child => {
+            let null = File::open("/dev/null").map(OwnedFd::from);
+            if let Ok(n) = &null {
+                let _ = stasis_sys::fd::dup_to(n.as_fd(), 0);
+            }
+            let _ = stasis_sys::fd::dup_to(out_w.as_fd(), 1);
+            let _ = stasis_sys::fd::dup_to(err_w.as_fd(), 2);
+            let extra = vec![out_r, err_r, go_w, x_r, out_w, err_w];
+            rootfs::init_main(&spec, File::from(go_r), File::from(x_w), extra)
+        }
+        Forked::Parent(pid) => {
+            s.pid = pid;
+            drop((out_w, err_w, go_r, x_w));
+            let (mut go, mut x) = (File::from(go_w), File::from(x_r));
+            bring_up(store, cfg, s, &mut go, &mut x)?;
+            log::debug!("monitor: {} (pid {pid}) runs its command after {:?}", cfg.name, t.elapsed());
+            Ok((pid, File::from(out_r), File::from(err_r)))
+        }
+    }
+}
