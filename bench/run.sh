@@ -9,7 +9,7 @@
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
 #   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
 #   BENCH_MEM_MIB=1024    size of the memory scenario
-#   BENCH_SCENARIOS="limits counter memory"
+#   BENCH_SCENARIOS="limits counter nginx memory"
 #   BENCH_TOOLS="stasis criu"
 #   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
 #   BENCH_NO_BUILD=1      do not run `cargo build --release` first
@@ -29,7 +29,7 @@ REPO=$(dirname "$BENCH_DIR")
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-1}
 MEM_MIB=${BENCH_MEM_MIB:-1024}
-SCENARIOS=${BENCH_SCENARIOS:-limits counter memory}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx memory}
 TOOLS=${BENCH_TOOLS:-stasis criu}
 TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
 STASIS=${STASIS:-$REPO/target/release/stasis}
@@ -198,7 +198,7 @@ tool_restore() {
 }
 fail_reason() { # TOOL DIR LOGFILE: one line
 	local line=""
-	[[ $1 == criu ]] && line=$(grep -h 'Error' "$2"/dump.log "$2"/restore.log 2>/dev/null | grep -v RLIMIT_NOFILE | tail -1 || true)
+	[[ $1 == criu ]] && line=$(grep -h 'Error' "$2"/dump.log "$2"/restore.log 2>/dev/null | grep -v RLIMIT_NOFILE | head -1 || true)
 	[[ -n $line ]] || line=$(grep -v -e '^\s*$' -e 'Killed' "$3" 2>/dev/null | tail -1 || true)
 	echo "${line:-no message}" | cut -c1-160
 }
@@ -313,12 +313,85 @@ run_memory() { # TOOL TARGET
 	R[$key]=ok
 }
 
+# ---- scenario: nginx (master + worker, a private config on 127.0.0.1),
+# plain and with one established keep-alive connection (--tcp-established)
+NGINX_PORT=18097
+run_nginx() { # TOOL plain|tcp
+	local tool=$1 mode=$2 d=$DISK/nginx-$1-$2 log=$LOGS/nginx-$1-$2.log i t0 t1 t2 t3 p rp c flag=()
+	local key=nginx_${tool}_$mode dfile=$WORK/nginx-$tool-$mode-dump.us rfile=$WORK/nginx-$tool-$mode-restore.us
+	[[ $mode == tcp ]] && flag=(--tcp-established)
+	: >"$dfile"; : >"$rfile"; : >"$log"
+	command -v nginx >/dev/null || { R[$key]="failed: nginx is not installed"; return 0; }
+	note "nginx ($mode): $(tool_name "$tool") x $ITERS"
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		rm -rf "$d"; mkdir -p "$d/img"; echo "hello from nginx" >"$d/index.html"
+		cat >"$d/nginx.conf" <<-CONF
+			daemon off; worker_processes 1; pid $d/nginx.pid; error_log $d/error.log;
+			events { worker_connections 64; }
+			http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $d; } }
+		CONF
+		p=$(spawn "$d/out" nginx -c "$d/nginx.conf" -p "$d"); LIVE+=("$p")
+		for _ in $(seq 200); do curl -sf "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break; sleep 0.02; done
+		c=""
+		if [[ $mode == tcp ]]; then
+			c=$(spawn "$d/client" python3 "$BENCH_DIR/keepalive.py" "$NGINX_PORT" "$d/go"); LIVE+=("$c")
+			wait_for "$d/client" '^READY$' 5 || { R[$key]="failed: client did not connect"; kill_tree "$p"; kill_tree "$c"; return 0; }
+		fi
+		t0=${EPOCHREALTIME/./}
+		if ! (cd "$d/img" && tool_dump_flags "$tool" "$p" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
+			R[$key]="failed: dump: $(fail_reason "$tool" "$d/img" "$log")"; kill_tree "$p"; [[ -n $c ]] && kill_tree "$c"; return 0
+		fi
+		t1=${EPOCHREALTIME/./}
+		wait_gone "$p"; forget "$p"
+		t2=${EPOCHREALTIME/./}
+		if ! (cd "$d/img" && tool_restore_flags "$tool" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
+			R[$key]="failed: restore: $(fail_reason "$tool" "$d/img" "$log")"; [[ -n $c ]] && kill_tree "$c"; return 0
+		fi
+		t3=${EPOCHREALTIME/./}
+		rp=$(cat "$PIDFILE" 2>/dev/null || true); LIVE+=("$rp")
+		if ((i == 1)); then
+			if ! curl -sf "http://127.0.0.1:$NGINX_PORT/" | grep -q hello; then
+				R[$key]="failed: restored nginx does not answer"; kill_tree "$rp"; [[ -n $c ]] && kill_tree "$c"; return 0
+			fi
+			if [[ $mode == tcp ]]; then
+				touch "$d/go"; wait_for "$d/client" 'HTTP/1.1 200|error|closed' 5 || true
+				if ! grep -q 'HTTP/1.1 200' <(tail -n1 "$d/client"); then
+					R[$key]="failed: the kept connection got: $(tail -n1 "$d/client")"; kill_tree "$rp"; kill_tree "$c"; return 0
+				fi
+			fi
+		fi
+		kill_tree "$rp"; forget "$rp"
+		[[ -n $c ]] && { kill_tree "$c"; forget "$c"; }
+		if ((i > WARMUP)); then echo $((t1 - t0)) >>"$dfile"; echo $((t3 - t2)) >>"$rfile"; fi
+	done
+	rm -rf "$d"
+	R[$key]=ok
+}
+tool_dump_flags() { # TOOL PID DIR FLAGS...
+	local tool=$1 pid=$2 dir=$3
+	shift 3
+	case $tool in
+	stasis) "$STASIS" process dump "$pid" --images "$dir" "$@" ;;
+	criu) "$CRIU" dump -t "$pid" -D "$dir" --shell-job -o dump.log "$@" ;;
+	esac
+}
+tool_restore_flags() { # TOOL DIR FLAGS...
+	local tool=$1 dir=$2
+	shift 2
+	rm -f "$PIDFILE"
+	case $tool in
+	stasis) "$STASIS" process restore --images "$dir" --detach --pidfile "$PIDFILE" "$@" ;;
+	criu) "$CRIU" restore -D "$dir" --shell-job -d -o restore.log --pidfile "$PIDFILE" "$@" ;;
+	esac
+}
+
 # ---- run
 start=${EPOCHREALTIME/./}
 [[ " $SCENARIOS " == *" limits "* ]] && run_limits
 for tool in stasis criu; do
 	[[ -z $(tool_state "$tool") ]] || continue
 	[[ " $SCENARIOS " == *" counter "* ]] && run_counter "$tool"
+	if [[ " $SCENARIOS " == *" nginx "* ]]; then run_nginx "$tool" plain; run_nginx "$tool" tcp; fi
 	if [[ " $SCENARIOS " == *" memory "* ]]; then
 		for t in $TARGETS; do run_memory "$tool" "$t"; done
 	fi
@@ -391,6 +464,27 @@ L() { printf '%s\n' "$*"; }
 				for s in median min; do row+=" | $(cell "$tool" "counter_$tool" "$WORK/counter-$tool-$op.us" "$s")"; done
 			done
 			L "$row | $target |"
+		done
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" nginx "* ]]; then
+		L "### nginx (master + worker, images on disk), ms"
+		L ""
+		L "| | stasis median | stasis min | $(tool_name criu) median | $(tool_name criu) min | target |"
+		L "|---|---:|---:|---:|---:|---|"
+		for mode in plain tcp; do
+			for op in dump restore; do
+				lbl="$op"; [[ $mode == tcp ]] && lbl="$op, 1 established connection (--tcp-established)"
+				case $mode$op in
+				plaindump) target="≤ 20 (issue's CRIU 4.2: 67)" ;; plainrestore) target="≤ 20 (issue's CRIU 4.2: 80)" ;;
+				tcpdump) target="≤ 30 (issue's CRIU 4.2: 85)" ;; tcprestore) target="≤ 40 (issue's CRIU 4.2: 137)" ;;
+				esac
+				row="| $lbl"
+				for tool in stasis criu; do
+					for s in median min; do row+=" | $(cell "$tool" "nginx_${tool}_$mode" "$WORK/nginx-$tool-$mode-$op.us" "$s")"; done
+				done
+				L "$row | $target |"
+			done
 		done
 		L ""
 	fi

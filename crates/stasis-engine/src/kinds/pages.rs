@@ -118,6 +118,14 @@ fn task_uffd(task: &mut Task) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
+fn task_uffd_if(task: &mut Task, wanted: bool) -> std::io::Result<Option<OwnedFd>> {
+    if wanted {
+        task_uffd(task).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Splits runs into work: parts inside `fast` ranges (sorted, disjoint)
 /// become uffd copies, the rest `process_vm_writev` batches.
 fn plan(runs: &[Run], fast: &[(u64, u64)]) -> Vec<Fill> {
@@ -192,8 +200,10 @@ pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &
     map.advise_sequential();
 
     let mut fast: Vec<(u64, u64)> = Vec::new();
-    let uffd = match task_uffd(task) {
-        Ok(fd) => Some(fd),
+    // Below a few MiB the setup (an injected userfaultfd, a register and
+    // unregister per area) costs more than the zeroing it saves.
+    let uffd = match task_uffd_if(task, total >= 2 * CHUNK as u64) {
+        Ok(fd) => fd,
         Err(e) => {
             log::debug!("process {pid}: no userfaultfd ({e}); filling memory with process_vm_writev");
             None

@@ -278,13 +278,17 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     })?;
 
     mm::clear_address_space(t, &mme.vmas)?;
+    let pt = Instant::now();
     mm::map_vmas(t, &mme.vmas, &cx.map_paths, &mut cx.shared_anon)?;
+    log::debug!("process {pid}: {} areas mapped after {:?}", mme.vmas.len(), pt.elapsed());
     let pages = std::fs::File::open(&p.pages_path)
         .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
     crate::kinds::pages::fill_pages(t, &p.runs, &mme.vmas, &pages)?;
     mm::finish_vmas(t, &mme.vmas)?;
+    log::debug!("process {pid}: memory filled after {:?}", pt.elapsed());
 
     files::restore_fds(t, &p.fdinfo, &cx.files, &cx.sources, &mut cx.opened, &mut cx.fd)?;
+    log::debug!("process {pid}: fds after {:?}", pt.elapsed());
     crate::kinds::sockets::after_fds(&mut cx.fd, t, &p.fdinfo)?;
     crate::kinds::special::after_fds(&mut cx.fd, t, &p.fdinfo)?;
     let file_by_id = &cx.files;
@@ -301,6 +305,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     task::restore_personality(t, tc.personality)?;
     let exe = file_by_id.get(&mme.exe_file_id).and_then(|f| f.reg.as_ref()).map(|r| r.name.as_str());
     mm::restore_mm_fields(t, mme, exe)?;
+    log::debug!("process {pid}: fs, signals, limits, mm fields after {:?}", pt.elapsed());
 
     // Threads share the address space now restored.
     let mut threads = Vec::new();
@@ -322,6 +327,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
         restore_thread(th, core)?;
     }
     restore_thread(t, &p.cores[0].1)?;
+    log::debug!("process {pid}: threads and timers after {:?}", pt.elapsed());
     Ok(threads)
 }
 
