@@ -9,7 +9,7 @@
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
 #   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
 #   BENCH_MEM_MIB=1024    size of the memory scenario
-#   BENCH_SCENARIOS="limits counter nginx memory"
+#   BENCH_SCENARIOS="limits counter nginx run memory"
 #   BENCH_TOOLS="stasis criu"
 #   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
 #   BENCH_NO_BUILD=1      do not run `cargo build --release` first
@@ -29,7 +29,7 @@ REPO=$(dirname "$BENCH_DIR")
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-1}
 MEM_MIB=${BENCH_MEM_MIB:-1024}
-SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx memory}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory}
 TOOLS=${BENCH_TOOLS:-stasis criu}
 TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
 STASIS=${STASIS:-$REPO/target/release/stasis}
@@ -52,6 +52,11 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 note() { printf '==> %s\n' "$*" >&2; }
+# The container peer: Debian's podman with runc (BENCH_NO_INSTALL=1 skips).
+if [[ -z ${STASIS_BENCH_REAPED:-} && -z ${BENCH_NO_INSTALL:-} ]] && ! command -v podman >/dev/null; then
+	note "installing the peer: podman + runc (apt)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null 2>&1 || note "podman could not be installed"
+fi
 
 # ---- stage 1: build the helpers and the binary, then re-exec under the subreaper
 if [[ -z ${STASIS_BENCH_REAPED:-} ]]; then
@@ -385,8 +390,50 @@ tool_restore_flags() { # TOOL DIR FLAGS...
 	esac
 }
 
+# ---- scenario: run (container start): `stasis run -d` of busybox until the
+# command returns with the container running; Debian's podman (runc) beside
+# it when installed, from the same rootfs tarball.
+run_containers() {
+	local fx=$REPO/target/fixtures/busybox.tar sroot=$WORK/ctr-root srun=$WORK/ctr-run i t0 t1
+	local sfile=$WORK/run-stasis.us pfile=$WORK/run-podman.us log=$LOGS/run.log
+	: >"$sfile"; : >"$pfile"; : >"$log"
+	if ! bash "$REPO/tests/fixtures/build-images.sh" >>"$log" 2>&1; then R[run_stasis]="failed: fixtures: see $log"; return 0; fi
+	local S=("$STASIS" --root "$sroot" --runroot "$srun")
+	rm -rf "$sroot" "$srun"
+	note "run -d busybox: stasis x $ITERS"
+	if ! "${S[@]}" import "$fx" bbench:latest >>"$log" 2>&1; then R[run_stasis]="failed: import: $(tail -n1 "$log")"; return 0; fi
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		t0=${EPOCHREALTIME/./}
+		if ! "${S[@]}" run -d --name "b$i" bbench sleep 1000 >>"$log" 2>&1; then
+			R[run_stasis]="failed: run: $(tail -n1 "$log")"; break
+		fi
+		t1=${EPOCHREALTIME/./}
+		((i > WARMUP)) && echo $((t1 - t0)) >>"$sfile"
+		"${S[@]}" rm -f "b$i" >>"$log" 2>&1 || true
+	done
+	[[ ${R[run_stasis]:-} == failed* ]] || R[run_stasis]=ok
+	rm -rf "$sroot" "$srun"
+	if ! command -v podman >/dev/null; then R[run_podman]="not available: podman is not installed"; return 0; fi
+	note "run -d busybox: podman $(podman --version | awk '{print $3}') (runc) x $ITERS"
+	podman rmi -f localhost/bbench:latest >>"$log" 2>&1 || true
+	if ! podman import "$fx" localhost/bbench:latest >>"$log" 2>&1; then R[run_podman]="failed: import: $(tail -n1 "$log")"; return 0; fi
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		t0=${EPOCHREALTIME/./}
+		if ! podman --runtime runc run -d --name "pb$i" --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
+			localhost/bbench sleep 1000 >>"$log" 2>&1; then
+			R[run_podman]="failed: run: $(tail -n1 "$log")"; break
+		fi
+		t1=${EPOCHREALTIME/./}
+		((i > WARMUP)) && echo $((t1 - t0)) >>"$pfile"
+		podman rm -f "pb$i" >>"$log" 2>&1 || true
+	done
+	podman rmi -f localhost/bbench:latest >>"$log" 2>&1 || true
+	[[ ${R[run_podman]:-} == failed* ]] || R[run_podman]=ok
+}
+
 # ---- run
 start=${EPOCHREALTIME/./}
+[[ " $SCENARIOS " == *" run "* && -z $STASIS_STATE ]] && run_containers
 [[ " $SCENARIOS " == *" limits "* ]] && run_limits
 for tool in stasis criu; do
 	[[ -z $(tool_state "$tool") ]] || continue
@@ -486,6 +533,24 @@ L() { printf '%s\n' "$*"; }
 				L "$row | $target |"
 			done
 		done
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" run "* ]]; then
+		L "### Container start: \`run -d\` of busybox until the command returns, ms"
+		L ""
+		L "| | median | min | target |"
+		L "|---|---:|---:|---|"
+		for t in stasis podman; do
+			if [[ ${R[run_$t]:-} == ok ]]; then
+				L "| $t | $(stat_ms "$WORK/run-$t.us" median) | $(stat_ms "$WORK/run-$t.us" min) | $([[ $t == stasis ]] && echo "≤ 150") |"
+			else
+				L "| $t | ${R[run_$t]:-not run} | | |"
+			fi
+		done
+		if [[ ${R[run_stasis]:-} == ok && ${R[run_podman]:-} == ok ]]; then
+			L ""
+			L "stasis / podman (median): $(ratio "$(stat_ms "$WORK/run-stasis.us" median)" "$(stat_ms "$WORK/run-podman.us" median)")"
+		fi
 		L ""
 	fi
 	if [[ " $SCENARIOS " == *" memory "* ]]; then
