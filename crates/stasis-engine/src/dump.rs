@@ -69,7 +69,8 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     check_root(root)?;
     let staging = ImageDirWriter::create(images)?;
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
-    let frozen = Frozen::freeze_tree(root)?;
+    let mut frozen = Frozen::freeze_tree(root)?;
+    frozen.pin_to_one_cpu();
     log::debug!("dump {root}: {} tasks frozen at {:?}", frozen.tasks().len(), t0.elapsed());
     // Dropped before `frozen`: dumped TCP connections leave repair mode
     // before the tree runs again.

@@ -30,6 +30,9 @@ pub struct Frozen {
     pending_signal: BTreeMap<Pid, i32>,
     /// How long the freeze took.
     pub freezing_time: Duration,
+    /// Original CPU masks of the tasks and of our thread while everything is
+    /// pinned to one CPU (see [`Frozen::pin_to_one_cpu`]).
+    pinned: Vec<(Pid, proc_ctl::CpuSet)>,
     released: bool,
 }
 
@@ -73,6 +76,7 @@ impl Frozen {
             pending_signal: BTreeMap::new(),
             freezing_time: Duration::ZERO,
             released: false,
+            pinned: Vec::new(),
         };
         let mut seized: BTreeSet<Pid> = BTreeSet::new();
         for _pass in 0..100 {
@@ -179,6 +183,7 @@ impl Frozen {
     /// `--leave-running`). SIGKILL is queued while the tasks are still
     /// stopped, so none runs another instruction.
     pub fn kill_all(mut self) {
+        self.unpin();
         for p in &self.processes {
             let _ = proc_ctl::kill(p.pid, libc::SIGKILL);
         }
@@ -198,11 +203,37 @@ impl Frozen {
         self.released = true;
     }
 
+    /// Pins us and every stopped task to the CPU we run on: each injected
+    /// call hands the CPU back and forth, a plain context switch on one CPU
+    /// but a cross-CPU wake-up otherwise. Masks go back before any task
+    /// runs again.
+    pub fn pin_to_one_cpu(&mut self) {
+        let Ok(one) = proc_ctl::current_cpu_set() else { return };
+        if proc_ctl::pin_self().is_err() {
+            return;
+        }
+        for &tid in &self.seized {
+            if let Ok(orig) = proc_ctl::get_affinity(tid) {
+                if proc_ctl::set_affinity(tid, &one).is_ok() {
+                    self.pinned.push((tid, orig));
+                }
+            }
+        }
+    }
+
+    fn unpin(&mut self) {
+        for (tid, orig) in self.pinned.drain(..) {
+            let _ = proc_ctl::set_affinity(tid, &orig);
+        }
+        proc_ctl::unpin_self();
+    }
+
     fn detach_all(&mut self) {
         if self.released {
             return;
         }
         self.released = true;
+        self.unpin();
         for &tid in &self.seized {
             let sig = self.pending_signal.get(&tid).copied().unwrap_or(0);
             let _ = ptrace::detach(tid, sig);

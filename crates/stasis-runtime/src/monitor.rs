@@ -152,7 +152,7 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
             }
             cleanup(store, id, &st);
             let _ = store.write_state(id, &ContainerState::default());
-            let _ = writeln!(ready, "error: {}", one_line(&e));
+            let _ = writeln!(ready, "error: {}", crate::error::one_line(&e));
             return 1;
         }
     };
@@ -167,7 +167,7 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
         ..Default::default()
     };
     if let Err(e) = store.write_state(id, &st) {
-        let _ = writeln!(ready, "error: {}", one_line(&e));
+        let _ = writeln!(ready, "error: {}", crate::error::one_line(&e));
     } else {
         let _ = writeln!(ready, "ok {pid}");
     }
@@ -195,20 +195,6 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
         let _ = store.write_state(id, &st);
     }
     0
-}
-
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !line.contains(&s) {
-            line.push_str(": ");
-            line.push_str(&s);
-        }
-        cause = c.source();
-    }
-    line.replace('\n', " ")
 }
 
 /// Forks the init and brings the container up; returns the init's pid

@@ -197,3 +197,63 @@ pub fn nondefault_signals() -> u64 {
 pub fn reap_all() {
     while crate::waitpid_retry(-1, libc::__WALL).is_ok() {}
 }
+
+/// A CPU affinity mask (`cpu_set_t`).
+#[derive(Clone)]
+pub struct CpuSet(libc::cpu_set_t);
+
+/// The CPU affinity of `pid` (0: the calling thread).
+pub fn get_affinity(pid: Pid) -> io::Result<CpuSet> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a live cpu_set_t of the size we pass.
+    check_int(unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
+    Ok(CpuSet(set))
+}
+
+/// Sets the CPU affinity of `pid` (0: the calling thread).
+pub fn set_affinity(pid: Pid, set: &CpuSet) -> io::Result<()> {
+    // SAFETY: set.0 is a live cpu_set_t of the size we pass.
+    check_int(unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set.0) }).map(drop)
+}
+
+/// The CPU the calling thread runs on, as a one-CPU set.
+pub fn current_cpu_set() -> io::Result<CpuSet> {
+    // SAFETY: sched_getcpu has no arguments.
+    let cpu = check_int(unsafe { libc::sched_getcpu() })?;
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes one
+    // bit inside it (cpu < CPU_SETSIZE as the kernel reported it).
+    let set = unsafe {
+        let mut s: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut s);
+        s
+    };
+    Ok(CpuSet(set))
+}
+
+static ORIGINAL_AFFINITY: std::sync::Mutex<Option<CpuSet>> = std::sync::Mutex::new(None);
+
+/// Pins the calling thread to the CPU it runs on, remembering its mask for
+/// [`unpin_self`] and for worker threads ([`use_original_affinity`]).
+pub fn pin_self() -> io::Result<()> {
+    let orig = get_affinity(0)?;
+    set_affinity(0, &current_cpu_set()?)?;
+    if let Ok(mut g) = ORIGINAL_AFFINITY.lock() {
+        g.get_or_insert(orig);
+    }
+    Ok(())
+}
+
+/// Puts back the mask saved by [`pin_self`].
+pub fn unpin_self() {
+    if let Some(orig) = ORIGINAL_AFFINITY.lock().ok().and_then(|mut g| g.take()) {
+        let _ = set_affinity(0, &orig);
+    }
+}
+
+/// For a worker thread spawned while pinned: run on every CPU we may use.
+pub fn use_original_affinity() {
+    if let Some(orig) = ORIGINAL_AFFINITY.lock().ok().and_then(|g| g.clone()) {
+        let _ = set_affinity(0, &orig);
+    }
+}

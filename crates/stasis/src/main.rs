@@ -87,23 +87,8 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse().map_err(|_| format!("unknown log level {s:?} (error, warn, info, debug, trace)"))
 }
 
-/// One line: the error followed by its causes.
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !line.contains(&s) {
-            line.push_str(": ");
-            line.push_str(&s);
-        }
-        cause = c.source();
-    }
-    line
-}
-
 fn fail(err: &dyn std::error::Error) -> ExitCode {
-    eprintln!("stasis: {}", one_line(err));
+    eprintln!("stasis: {}", stasis_runtime::error::one_line(err));
     ExitCode::FAILURE
 }
 

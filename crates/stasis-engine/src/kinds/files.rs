@@ -67,7 +67,8 @@ impl FileTable {
         id
     }
 
-    fn push_reg(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>) -> u32 {
+    /// Adds a regular-file entry (path, flags, offset, size for ghosts).
+    pub fn push_reg(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>) -> u32 {
         let id = self.new_id();
         self.entries.push(pb::FileEntry {
             r#type: FdTypes::Reg as i32,

@@ -82,6 +82,7 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
             .into_iter()
             .map(|mine| {
                 s.spawn(move || -> Result<(), DumpError> {
+                    proc_ctl::use_original_affinity();
                     let mut buf = vec![0u8; buf_len];
                     for (ranges, len, off) in mine {
                         if proc_ctl::interrupted() {
@@ -231,6 +232,7 @@ pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &
             .into_iter()
             .map(|mine| {
                 s.spawn(move || -> Result<(), RestoreError> {
+                    proc_ctl::use_original_affinity();
                     for w in mine {
                         if proc_ctl::interrupted() {
                             return Err(RestoreError::Interrupted);

@@ -132,6 +132,11 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
     check_ids_free(&tree)?;
     let scratch = pick_scratch(&tree)?;
     let _ = proc_ctl::set_child_subreaper(true);
+    // Every injected call hands the CPU between us and a stopped task; on
+    // one CPU that hand-off is a plain context switch, across CPUs it is a
+    // cross-CPU wake-up costing several times more. Stubs inherit the
+    // pinning; each task gets the original mask back before it runs.
+    let cpus = Affinity::pin();
     let mut tx = Transaction { pids: Vec::new(), committed: false };
     let root_img = &tree.processes[0];
     let root_pid = root_img.pid();
@@ -226,6 +231,12 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         ready.push(pid);
     }
     cx.sources.cleanup();
+    if let Some(orig) = &cpus.orig {
+        for tid in &ready {
+            let _ = proc_ctl::set_affinity(*tid, orig);
+        }
+    }
+    drop(cpus);
     for tid in &ready {
         let _ = ptrace::detach(*tid, 0);
     }
@@ -235,6 +246,25 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
     }
     tx.committed = true;
     Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
+}
+
+/// Pins the restorer to its current CPU; puts its mask back on drop.
+struct Affinity {
+    orig: Option<proc_ctl::CpuSet>,
+}
+
+impl Affinity {
+    fn pin() -> Affinity {
+        let orig = proc_ctl::get_affinity(0).ok();
+        let pinned = proc_ctl::pin_self().is_ok();
+        Affinity { orig: orig.filter(|_| pinned) }
+    }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        proc_ctl::unpin_self();
+    }
 }
 
 /// What every process's restore shares.

@@ -11,7 +11,7 @@
 //! blocking, since the restorer holds both ends) and handed to the task.
 //! Limits: the FIFO must still exist at its path on restore.
 
-use super::{fd_err, fown, open_local, RestoreState};
+use super::{fd_err, open_local, RestoreState};
 use crate::error::{dump_io, DumpError, RestoreError};
 use crate::kinds::fdkind::{FdDumpCtx, Install};
 use crate::kinds::files::FdSeen;
@@ -54,27 +54,7 @@ pub fn dump(
     if let std::collections::btree_map::Entry::Vacant(slot) = ctx.table.special.fifo_data.entry(pipe_id) {
         slot.insert(peek(pid, f.fd).map_err(dump_io(pid, format!("read FIFO {path} of fd {}", f.fd)))?);
     }
-    let regf_id = ctx.table.new_id();
-    ctx.table.push(pb::FileEntry {
-        r#type: pb::FdTypes::Reg as i32,
-        id: regf_id,
-        reg: Some(pb::RegFileEntry {
-            id: regf_id,
-            flags: f.flags,
-            pos: 0,
-            fown: fown(),
-            name: path.to_string(),
-            mnt_id: None,
-            size: None,
-            ext: None,
-            mode: None,
-            build_id: Vec::new(),
-            checksum: None,
-            checksum_config: None,
-            checksum_parameter: None,
-        }),
-        ..Default::default()
-    });
+    let regf_id = ctx.table.push_reg(path, f.flags, 0, None);
     let id = ctx.table.new_id();
     ctx.table.push(pb::FileEntry {
         r#type: pb::FdTypes::Fifo as i32,
