@@ -99,7 +99,13 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let d = dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats)?;
+        let d =
+            dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats).map(|mut d| {
+                if frozen.was_job_stopped(p.pid) {
+                    mark_stopped(&mut d);
+                }
+                d
+            })?;
         dumps.push(d);
     }
     log::debug!("dump {root}: state collected at {:?}", t0.elapsed());
@@ -178,6 +184,16 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     }
     stats.total_time = t0.elapsed();
     Ok(stats)
+}
+
+/// Records that job control had stopped the process (restore stops it again).
+fn mark_stopped(d: &mut ProcessDump) {
+    if let Some((_, core)) = d.cores.first_mut() {
+        if let Some(tc) = core.tc.as_mut() {
+            tc.task_state = task_state::STOPPED;
+            tc.stop_signo = Some(libc::SIGSTOP as u32);
+        }
+    }
 }
 
 /// The tree entry of one process (the root's parent is outside: 0).

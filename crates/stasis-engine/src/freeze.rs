@@ -33,6 +33,9 @@ pub struct Frozen {
     /// Original CPU masks of the tasks and of our thread while everything is
     /// pinned to one CPU (see [`Frozen::pin_to_one_cpu`]).
     pinned: Vec<(Pid, proc_ctl::CpuSet)>,
+    /// Processes that were stopped by job control (SIGSTOP, state T) before
+    /// we seized them: they stay stopped after restore.
+    job_stopped: BTreeSet<Pid>,
     released: bool,
 }
 
@@ -59,6 +62,14 @@ fn list_children(pid: Pid, threads: &[Pid]) -> Vec<Pid> {
     out.into_iter().collect()
 }
 
+/// State `T` in /proc/PID/stat: stopped by a signal (not by a tracer).
+fn is_job_stopped(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('T')))
+        .unwrap_or(false)
+}
+
 fn is_zombie(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -77,6 +88,7 @@ impl Frozen {
             freezing_time: Duration::ZERO,
             released: false,
             pinned: Vec::new(),
+            job_stopped: BTreeSet::new(),
         };
         let mut seized: BTreeSet<Pid> = BTreeSet::new();
         for _pass in 0..100 {
@@ -91,6 +103,9 @@ impl Frozen {
                     continue;
                 }
                 let threads = list_threads(pid);
+                if !seized.contains(&pid) && is_job_stopped(pid) {
+                    frozen.job_stopped.insert(pid);
+                }
                 for &tid in &threads {
                     if seized.contains(&tid) {
                         continue;
@@ -114,6 +129,13 @@ impl Frozen {
                 // Everything listed was already stopped: the tree is stable.
                 order.retain(|p| p.pid == root || !p.threads.is_empty() || is_zombie(p.pid));
                 frozen.processes = order;
+                // A job-stopped process would fall back into its group stop
+                // at every injected call: end the group stop (the tasks stay
+                // in our ptrace stop, and SIGCONT with no handler is not
+                // queued); release() stops them again.
+                for &pid in &frozen.job_stopped {
+                    let _ = proc_ctl::kill(pid, libc::SIGCONT);
+                }
                 frozen.freezing_time = start.elapsed();
                 return Ok(frozen);
             }
@@ -162,6 +184,11 @@ impl Frozen {
                 Err(e) => return Err(DumpError::Ptrace { pid: tid, what: "wait", source: e }),
             }
         }
+    }
+
+    /// Whether job control had stopped `pid` before the dump.
+    pub fn was_job_stopped(&self, pid: Pid) -> bool {
+        self.job_stopped.contains(&pid)
     }
 
     /// Every stopped thread.
@@ -235,7 +262,11 @@ impl Frozen {
         self.released = true;
         self.unpin();
         for &tid in &self.seized {
-            let sig = self.pending_signal.get(&tid).copied().unwrap_or(0);
+            let sig = if self.job_stopped.contains(&tid) {
+                libc::SIGSTOP
+            } else {
+                self.pending_signal.get(&tid).copied().unwrap_or(0)
+            };
             let _ = ptrace::detach(tid, sig);
         }
     }

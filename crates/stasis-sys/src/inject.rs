@@ -159,6 +159,7 @@ impl Injector {
         loop {
             match ptrace::wait(self.tid)? {
                 Stop::Signal(libc::SIGTRAP) => break,
+                Stop::Event(ptrace::EVENT_STOP, libc::SIGTRAP) => ptrace::cont(self.tid, 0)?,
                 Stop::Event(ev, _) if ev == ptrace::EVENT_CLONE || ev == ptrace::EVENT_FORK => {
                     new_tasks.push(ptrace::event_msg(self.tid)? as Pid);
                     ptrace::cont(self.tid, 0)?;
@@ -203,6 +204,9 @@ impl Injector {
         loop {
             match ptrace::wait(self.tid)? {
                 Stop::Syscall => return Ok(()),
+                // A job-control notification trap (the task's group stop
+                // ended): it is not our syscall yet, step on.
+                Stop::Event(ptrace::EVENT_STOP, libc::SIGTRAP) => ptrace::cont_syscall(self.tid, 0)?,
                 Stop::Event(ev, _) if ev == ptrace::EVENT_CLONE || ev == ptrace::EVENT_FORK => {
                     new_tasks.push(ptrace::event_msg(self.tid)? as Pid);
                     ptrace::cont_syscall(self.tid, 0)?;

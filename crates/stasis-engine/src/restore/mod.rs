@@ -237,8 +237,17 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         }
     }
     drop(cpus);
+    // A process job control had stopped is detached with SIGSTOP, so it is
+    // stopped again, as it was, before it runs a single instruction.
+    let stopped: std::collections::HashSet<Pid> = tree
+        .processes
+        .iter()
+        .filter(|p| p.tc().is_some_and(|tc| tc.task_state == stasis_image::flags::task_state::STOPPED))
+        .map(|p| p.pid())
+        .collect();
     for tid in &ready {
-        let _ = ptrace::detach(*tid, 0);
+        let sig = if stopped.contains(tid) { libc::SIGSTOP } else { 0 };
+        let _ = ptrace::detach(*tid, sig);
     }
     // Zombies' tracer notifications.
     for p in tree.processes.iter().filter(|p| p.is_zombie()) {
