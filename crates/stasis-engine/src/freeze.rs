@@ -62,19 +62,15 @@ fn list_children(pid: Pid, threads: &[Pid]) -> Vec<Pid> {
     out.into_iter().collect()
 }
 
-/// State `T` in /proc/PID/stat: stopped by a signal (not by a tracer).
-fn is_job_stopped(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('T')))
-        .unwrap_or(false)
+/// The state letter of /proc/PID/stat (`None`: gone).
+fn state_of(pid: Pid) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
 }
 
-fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
-        .unwrap_or(true)
+/// A zombie, or gone.
+fn is_zombie(state: Option<char>) -> bool {
+    state.is_none_or(|c| c == 'Z')
 }
 
 impl Frozen {
@@ -96,14 +92,16 @@ impl Frozen {
             let mut order: Vec<FrozenProcess> = Vec::new();
             let mut queue = vec![root];
             while let Some(pid) = queue.pop() {
-                if pid != root && is_zombie(pid) {
+                let state = state_of(pid);
+                if pid != root && is_zombie(state) {
                     // A zombie child has no threads to stop; the dump
                     // records it from /proc.
                     order.push(FrozenProcess { pid, threads: Vec::new() });
                     continue;
                 }
                 let threads = list_threads(pid);
-                if !seized.contains(&pid) && is_job_stopped(pid) {
+                // `T`: stopped by a signal (a tracer's stop shows as `t`).
+                if !seized.contains(&pid) && state == Some('T') {
                     frozen.job_stopped.insert(pid);
                 }
                 for &tid in &threads {
@@ -127,7 +125,7 @@ impl Frozen {
             }
             if !changed {
                 // Everything listed was already stopped: the tree is stable.
-                order.retain(|p| p.pid == root || !p.threads.is_empty() || is_zombie(p.pid));
+                order.retain(|p| p.pid == root || !p.threads.is_empty() || is_zombie(state_of(p.pid)));
                 frozen.processes = order;
                 // A job-stopped process would fall back into its group stop
                 // at every injected call: end the group stop (the tasks stay

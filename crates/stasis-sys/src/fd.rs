@@ -4,7 +4,7 @@
 
 use crate::{check, check_int, Pid};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Opens a pidfd for `pid`.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
@@ -86,4 +86,11 @@ pub fn dup_to(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     // SAFETY: dup3 only manipulates our fd table; `target` becomes owned by
     // whoever asked for it (the caller tracks it).
     check_int(unsafe { libc::dup3(fd.as_raw_fd(), target, 0) }).map(drop)
+}
+
+/// A copy of fd number `fd` of process `pid` (the same open file), via
+/// `pidfd_open` + `pidfd_getfd`.
+pub fn copy_fd(pid: Pid, fd: i32) -> io::Result<OwnedFd> {
+    let pidfd = pidfd_open(pid)?;
+    pidfd_getfd(pidfd.as_fd(), fd)
 }

@@ -251,9 +251,14 @@ pub fn unpin_self() {
     }
 }
 
+/// The mask saved by [`pin_self`], while pinned.
+pub fn original_affinity() -> Option<CpuSet> {
+    ORIGINAL_AFFINITY.lock().ok().and_then(|g| g.clone())
+}
+
 /// For a worker thread spawned while pinned: run on every CPU we may use.
 pub fn use_original_affinity() {
-    if let Some(orig) = ORIGINAL_AFFINITY.lock().ok().and_then(|g| g.clone()) {
+    if let Some(orig) = original_affinity() {
         let _ = set_affinity(0, &orig);
     }
 }

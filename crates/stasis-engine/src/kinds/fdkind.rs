@@ -40,8 +40,6 @@ pub struct FdRestoreCtx<'a> {
     /// The image directory (for kinds with image files of their own).
     pub dir: &'a Path,
     pub opts: &'a RestoreOpts,
-    /// Restorer-side fds that must stay open until every task took them.
-    pub keep: Vec<OwnedFd>,
     /// Files of the special kinds (memfds, FIFOs, ptys) and work left for
     /// `after_fds` (epoll registrations, locks).
     pub special: crate::kinds::special::RestoreState,

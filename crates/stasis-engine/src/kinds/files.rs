@@ -49,7 +49,8 @@ pub struct FileTable {
     pub special: crate::kinds::special::DumpState,
 }
 
-fn fown() -> pb::FownEntry {
+/// The owner record of a file we do not set an owner for (F_SETOWN).
+pub(crate) fn fown() -> pb::FownEntry {
     pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
 }
 
@@ -67,8 +68,20 @@ impl FileTable {
         id
     }
 
-    /// Adds a regular-file entry (path, flags, offset, size for ghosts).
+    /// Adds a regular-file entry (path, flags, offset; size for ghosts).
     pub fn push_reg(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>) -> u32 {
+        self.push_reg_mode(name, flags, pos, size, None)
+    }
+
+    /// A deleted file: a regular-file entry with its old name and size, its
+    /// bytes kept for `ghost-ID.data` (restore re-creates it from them).
+    pub fn push_ghost(&mut self, name: &str, flags: u32, pos: u64, bytes: Vec<u8>, mode: Option<u32>) -> u32 {
+        let id = self.push_reg_mode(name, flags, pos, Some(bytes.len() as u64), mode);
+        self.ghosts.insert(id, bytes);
+        id
+    }
+
+    fn push_reg_mode(&mut self, name: &str, flags: u32, pos: u64, size: Option<u64>, mode: Option<u32>) -> u32 {
         let id = self.new_id();
         self.entries.push(pb::FileEntry {
             r#type: FdTypes::Reg as i32,
@@ -82,7 +95,7 @@ impl FileTable {
                 mnt_id: None,
                 size,
                 ext: None,
-                mode: None,
+                mode,
                 build_id: Vec::new(),
                 checksum: None,
                 checksum_config: None,
@@ -127,8 +140,7 @@ impl FileTable {
         }
         let mut bytes = Vec::new();
         std::fs::File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))?.read_to_end(&mut bytes)?;
-        let id = self.push_reg(path, flags, 0, Some(bytes.len() as u64));
-        self.ghosts.insert(id, bytes);
+        let id = self.push_ghost(path, flags, 0, bytes, None);
         self.by_path.insert(key, id);
         Ok(id)
     }
@@ -459,20 +471,13 @@ pub fn restore_fds(
             what: format!("fd {}: nothing to open", fi.fd),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
-        let open_flags = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32);
+        // Never create or truncate; never acquire a controlling terminal.
+        let open_flags = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32) | libc::O_NOCTTY as u32;
         let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
         let tmp = task
-            .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, (open_flags | libc::O_NOCTTY as u32) as u64, 0, 0, 0])
+            .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, open_flags as u64, 0, 0, 0])
             .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
-        let cloexec = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        if tmp != fi.fd as u64 {
-            task.call(libc::SYS_dup3, [tmp, fi.fd as u64, cloexec, 0, 0, 0])
-                .map_err(restore_io(pid, format!("dup3 to fd {}", fi.fd)))?;
-            task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
-        } else if cloexec != 0 {
-            task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                .map_err(restore_io(pid, "set FD_CLOEXEC"))?;
-        }
+        crate::kinds::share::move_fd(task, tmp, fi.fd, cloexec, &format!("fd {}", fi.fd))?;
         if e.reg.is_some() && pos != 0 {
             task.call(libc::SYS_lseek, [fi.fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0])
                 .map_err(restore_io(pid, format!("fd {}: seek to {pos}", fi.fd)))?;

@@ -112,7 +112,7 @@ enum Fill {
 /// takes a copy of it, and closes the task's own.
 fn task_uffd(task: &mut Task) -> std::io::Result<OwnedFd> {
     let rfd = task.call(libc::SYS_userfaultfd, [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0])?;
-    let got = sysfd::pidfd_open(task.pid).and_then(|p| sysfd::pidfd_getfd(p.as_fd(), rfd as i32));
+    let got = sysfd::copy_fd(task.pid, rfd as i32);
     let _ = task.call(libc::SYS_close, [rfd, 0, 0, 0, 0, 0]);
     let fd = got?;
     uffd::handshake(fd.as_fd(), 0)?;

@@ -95,8 +95,17 @@ pub fn install_shared(task: &mut Task, holder: (Pid, u32), fd: u32, cloexec: boo
     let got = task.call(libc::SYS_pidfd_getfd, [pidfd, holder.1 as u64, 0, 0, 0, 0]);
     let _ = task.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0]);
     let tmp = got.map_err(restore_io(pid, what.clone()))?;
+    move_fd(task, tmp, fd, cloexec, &what)
+}
+
+/// Moves fd `tmp` of the task, just opened or taken, to the number `fd`
+/// with the close-on-exec flag the process had.
+pub fn move_fd(task: &mut Task, tmp: u64, fd: u32, cloexec: bool, what: &str) -> Result<(), RestoreError> {
+    let pid = task.pid;
     if tmp != fd as u64 {
-        task.call(libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
+        let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        task.call(libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0])
+            .map_err(restore_io(pid, format!("{what}: dup3")))?;
         task.call(libc::SYS_close, [tmp, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close"))?;
     } else if cloexec {
         task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])

@@ -22,14 +22,17 @@ pub fn dump_rlimits(pid: Pid) -> Result<pb::TaskRlimitsEntry, DumpError> {
     Ok(pb::TaskRlimitsEntry { rlimits: l.iter().map(|r| pb::RlimitEntry { cur: r.soft, max: r.hard }).collect() })
 }
 
-/// Sets the limits that differ from the restorer's own (which the stub
-/// inherited). Raising a hard limit needs CAP_SYS_RESOURCE; failing that is
-/// an error naming the limit.
-pub fn restore_rlimits(task: &mut Task, r: &pb::TaskRlimitsEntry) -> Result<(), RestoreError> {
+/// Sets the limits that differ from `mine`, the restorer's own (which the
+/// stub inherited). Raising a hard limit needs CAP_SYS_RESOURCE; failing
+/// that is an error naming the limit.
+pub fn restore_rlimits(
+    task: &mut Task,
+    r: &pb::TaskRlimitsEntry,
+    mine: Option<&proc::Limits>,
+) -> Result<(), RestoreError> {
     let pid = task.pid;
-    let mine = proc::read_limits(std::process::id() as i32).ok();
     for (res, e) in r.rlimits.iter().enumerate() {
-        if let Some(m) = mine.as_ref().and_then(|m| m.get(res as u32)) {
+        if let Some(m) = mine.and_then(|m| m.get(res as u32)) {
             if m.soft == e.cur && m.hard == e.max {
                 continue;
             }

@@ -143,13 +143,7 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
 
     // 2. The tree, as stubs.
     let mut tasks: HashMap<Pid, Task> = HashMap::new();
-    let mut root = Task::spawn_root(root_pid, scratch).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            RestoreError::PidInUse { pid: root_pid }
-        } else {
-            restore_io(root_pid, "create the root process")(e)
-        }
-    })?;
+    let mut root = Task::spawn_root(root_pid, scratch).map_err(creation_error(root_pid, "create the root process"))?;
     tx.pids.push(root_pid);
     if root_img.pstree.sid == root_pid as u32 {
         root.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(root_pid, "setsid"))?;
@@ -162,10 +156,7 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
             dir: tree.dir.clone(),
             what: format!("the parent {} of process {pid} is not restored first", p.pstree.ppid),
         })?;
-        let mut child = parent.fork_child(pid).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid },
-            _ => restore_io(pid, "create process")(e),
-        })?;
+        let mut child = parent.fork_child(pid).map_err(creation_error(pid, "create process"))?;
         tx.pids.push(pid);
         if p.pstree.sid == pid as u32 {
             child.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(pid, "setsid"))?;
@@ -185,12 +176,12 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         fd: crate::kinds::fdkind::FdRestoreCtx {
             dir: &tree.dir,
             opts,
-            keep: Vec::new(),
             special: Default::default(),
             sockets: Default::default(),
         },
         shared_anon: mm::SharedAnonRegistry::new(),
         inherited_signals: proc_ctl::nondefault_signals(),
+        own_limits: crate::proc::read_limits(std::process::id() as i32).ok(),
     };
     crate::kinds::special::prepare(&mut cx.fd, &tree.files, &mut cx.map_paths)?;
     let mut threads: HashMap<Pid, Vec<Task>> = HashMap::new();
@@ -231,9 +222,9 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         ready.push(pid);
     }
     cx.sources.cleanup();
-    if let Some(orig) = &cpus.orig {
+    if let Some(orig) = proc_ctl::original_affinity() {
         for tid in &ready {
-            let _ = proc_ctl::set_affinity(*tid, orig);
+            let _ = proc_ctl::set_affinity(*tid, &orig);
         }
     }
     drop(cpus);
@@ -257,22 +248,28 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
     Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
 }
 
-/// Pins the restorer to its current CPU; puts its mask back on drop.
-struct Affinity {
-    orig: Option<proc_ctl::CpuSet>,
-}
+/// Pins the restorer to its current CPU (`proc_ctl::pin_self`, which keeps
+/// the original mask); puts the mask back on drop.
+struct Affinity;
 
 impl Affinity {
     fn pin() -> Affinity {
-        let orig = proc_ctl::get_affinity(0).ok();
-        let pinned = proc_ctl::pin_self().is_ok();
-        Affinity { orig: orig.filter(|_| pinned) }
+        let _ = proc_ctl::pin_self();
+        Affinity
     }
 }
 
 impl Drop for Affinity {
     fn drop(&mut self) {
         proc_ctl::unpin_self();
+    }
+}
+
+/// Errors of `clone3(set_tid)`: EEXIST means the PID is taken.
+fn creation_error(pid: Pid, what: &'static str) -> impl FnOnce(std::io::Error) -> RestoreError {
+    move |e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid },
+        _ => restore_io(pid, what)(e),
     }
 }
 
@@ -285,6 +282,8 @@ struct ProcessCtx<'a> {
     fd: crate::kinds::fdkind::FdRestoreCtx<'a>,
     shared_anon: mm::SharedAnonRegistry,
     inherited_signals: u64,
+    /// The restorer's limits, which every stub inherits.
+    own_limits: Option<crate::proc::Limits>,
 }
 
 /// Group leaders first, then members (`setpgid` needs the group to exist).
@@ -339,7 +338,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     }
     signal::restore_sigactions(t, &tc.sigactions, cx.inherited_signals)?;
     if let Some(r) = &tc.rlimits {
-        task::restore_rlimits(t, r)?;
+        task::restore_rlimits(t, r, cx.own_limits.as_ref())?;
     }
     task::restore_personality(t, tc.personality)?;
     let exe = file_by_id.get(&mme.exe_file_id).and_then(|f| f.reg.as_ref()).map(|r| r.name.as_str());
@@ -349,10 +348,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     // Threads share the address space now restored.
     let mut threads = Vec::new();
     for (tid, _) in p.cores.iter().skip(1) {
-        threads.push(t.clone_thread(*tid).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => RestoreError::PidInUse { pid: *tid },
-            _ => restore_io(*tid, "create thread")(e),
-        })?);
+        threads.push(t.clone_thread(*tid).map_err(creation_error(*tid, "create thread"))?);
     }
     if let Some(timers) = &tc.timers {
         task::restore_timers(t, timers)?;

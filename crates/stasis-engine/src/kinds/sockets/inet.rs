@@ -26,9 +26,7 @@ const ST_ESTABLISHED: u32 = 1;
 const ST_CLOSE: u32 = 7;
 const ST_LISTEN: u32 = 10;
 
-fn fown() -> pb::FownEntry {
-    pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
-}
+use crate::kinds::files::fown;
 
 /// `addr:port` / `[addr]:port` for messages.
 pub fn show(a: &SockAddr) -> String {

@@ -41,9 +41,7 @@ const ST_LISTEN: u32 = 10;
 /// Largest total of queued bytes we read from one socket.
 const MAX_QUEUE: usize = 64 << 20;
 
-fn fown() -> pb::FownEntry {
-    pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
-}
+use crate::kinds::files::fown;
 
 fn type_name(ty: u32) -> &'static str {
     match ty as i32 {

@@ -12,7 +12,6 @@
 //! (deleted)`, not the old name; a file both mapped and open is restored as
 //! two copies; only regular files (not deleted directories or FIFOs).
 
-use super::fown;
 use crate::error::{dump_io, DumpError};
 use crate::kinds::fdkind::FdDumpCtx;
 use crate::kinds::files::FdSeen;
@@ -26,27 +25,7 @@ pub fn dump(ctx: &mut FdDumpCtx<'_>, f: &FdSeen, path: &str) -> Result<Option<(p
         return Ok(None); // refused by the dispatcher, naming it
     }
     let bytes = std::fs::read(&link).map_err(dump_io(pid, format!("read deleted file {path} of fd {}", f.fd)))?;
-    let id = ctx.table.new_id();
-    ctx.table.push(pb::FileEntry {
-        r#type: pb::FdTypes::Reg as i32,
-        id,
-        reg: Some(pb::RegFileEntry {
-            id,
-            flags: f.flags,
-            pos: f.pos,
-            fown: fown(),
-            name: path.to_string(),
-            mnt_id: None,
-            size: Some(bytes.len() as u64),
-            ext: None,
-            mode: Some(std::os::unix::fs::PermissionsExt::mode(&md.permissions())),
-            build_id: Vec::new(),
-            checksum: None,
-            checksum_config: None,
-            checksum_parameter: None,
-        }),
-        ..Default::default()
-    });
-    ctx.table.ghosts.insert(id, bytes);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&md.permissions());
+    let id = ctx.table.push_ghost(path, f.flags, f.pos, bytes, Some(mode));
     Ok(Some((pb::FdTypes::Reg, id)))
 }

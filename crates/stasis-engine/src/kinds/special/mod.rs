@@ -61,15 +61,7 @@ pub struct RestoreState {
     ttys: tty::RestoreTtys,
 }
 
-pub(crate) fn fown() -> pb::FownEntry {
-    pb::FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
-}
-
-/// A copy of fd `fd` of the stopped process `pid` (the same open file).
-pub(crate) fn grab(pid: Pid, fd: i32) -> std::io::Result<OwnedFd> {
-    let pidfd = stasis_sys::fd::pidfd_open(pid)?;
-    stasis_sys::fd::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
-}
+pub(crate) use crate::kinds::files::fown;
 
 /// Opens `path` in the restorer with open flags `flags` (no create/trunc).
 pub(crate) fn open_local(path: &str, flags: u32) -> std::io::Result<OwnedFd> {

@@ -17,7 +17,7 @@
 //! restored; a slave whose master is outside the tree is reopened by path;
 //! fds 0-2 on a terminal are the caller's (inherited, not dumped here).
 
-use super::{fd_err, fown, grab, open_local, read_optional, RestoreState};
+use super::{fd_err, fown, open_local, read_optional, RestoreState};
 use crate::error::{dump_io, DumpError, RestoreError};
 use crate::kinds::fdkind::{FdDumpCtx, Install};
 use crate::kinds::files::FdSeen;
@@ -80,7 +80,7 @@ pub fn dump(ctx: &mut FdDumpCtx<'_>, f: &FdSeen, path: &str) -> Result<(pb::FdTy
         return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("terminal {path} without a pty index") });
     };
     if !ctx.table.special.ttys.infos.contains_key(&index) {
-        let copy = grab(pid, f.fd).map_err(dump_io(pid, format!("copy terminal fd {}", f.fd)))?;
+        let copy = stasis_sys::fd::copy_fd(pid, f.fd).map_err(dump_io(pid, format!("copy terminal fd {}", f.fd)))?;
         let t = sys::tcgets(copy.as_fd()).map_err(dump_io(pid, format!("TCGETS on fd {}", f.fd)))?;
         let w = sys::get_winsize(copy.as_fd()).map_err(dump_io(pid, format!("TIOCGWINSZ on fd {}", f.fd)))?;
         let locked = master && sys::ptmx_locked(copy.as_fd()).unwrap_or(false);
