@@ -187,18 +187,23 @@ fi
 tool_state() { if [[ $1 == stasis ]]; then echo "$STASIS_STATE"; else echo "$CRIU_STATE"; fi; }
 tool_name() { if [[ $1 == stasis ]]; then echo "stasis"; else echo "CRIU ${CRIU_VERSION:-}"; fi; }
 
-# tool_dump TOOL PID DIR, tool_restore TOOL DIR: output goes to $TOOL_LOG.
+# tool_dump TOOL PID DIR [FLAGS...], tool_restore TOOL DIR [FLAGS...]:
+# FLAGS (e.g. --tcp-established) are passed to both tools as they are.
 tool_dump() {
-	case $1 in
-	stasis) "$STASIS" process dump "$2" --images "$3" ;;
-	criu) "$CRIU" dump -t "$2" -D "$3" --shell-job -o dump.log ;;
+	local tool=$1 pid=$2 dir=$3
+	shift 3
+	case $tool in
+	stasis) "$STASIS" process dump "$pid" --images "$dir" "$@" ;;
+	criu) "$CRIU" dump -t "$pid" -D "$dir" --shell-job -o dump.log "$@" ;;
 	esac
 }
 tool_restore() {
+	local tool=$1 dir=$2
+	shift 2
 	rm -f "$PIDFILE"
-	case $1 in
-	stasis) "$STASIS" process restore --images "$2" --detach --pidfile "$PIDFILE" ;;
-	criu) "$CRIU" restore -D "$2" --shell-job -d -o restore.log --pidfile "$PIDFILE" ;;
+	case $tool in
+	stasis) "$STASIS" process restore --images "$dir" --detach --pidfile "$PIDFILE" "$@" ;;
+	criu) "$CRIU" restore -D "$dir" --shell-job -d -o restore.log --pidfile "$PIDFILE" "$@" ;;
 	esac
 }
 fail_reason() { # TOOL DIR LOGFILE: one line
@@ -343,13 +348,13 @@ run_nginx() { # TOOL plain|tcp
 			wait_for "$d/client" '^READY$' 5 || { R[$key]="failed: client did not connect"; kill_tree "$p"; kill_tree "$c"; return 0; }
 		fi
 		t0=${EPOCHREALTIME/./}
-		if ! (cd "$d/img" && tool_dump_flags "$tool" "$p" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
+		if ! (cd "$d/img" && tool_dump "$tool" "$p" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
 			R[$key]="failed: dump: $(fail_reason "$tool" "$d/img" "$log")"; kill_tree "$p"; [[ -n $c ]] && kill_tree "$c"; return 0
 		fi
 		t1=${EPOCHREALTIME/./}
 		wait_gone "$p"; forget "$p"
 		t2=${EPOCHREALTIME/./}
-		if ! (cd "$d/img" && tool_restore_flags "$tool" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
+		if ! (cd "$d/img" && tool_restore "$tool" "$d/img" "${flag[@]}") >>"$log" 2>&1; then
 			R[$key]="failed: restore: $(fail_reason "$tool" "$d/img" "$log")"; [[ -n $c ]] && kill_tree "$c"; return 0
 		fi
 		t3=${EPOCHREALTIME/./}
@@ -374,24 +379,6 @@ run_nginx() { # TOOL plain|tcp
 	rm -rf "$d"
 	R[$key]=ok
 }
-tool_dump_flags() { # TOOL PID DIR FLAGS...
-	local tool=$1 pid=$2 dir=$3
-	shift 3
-	case $tool in
-	stasis) "$STASIS" process dump "$pid" --images "$dir" "$@" ;;
-	criu) "$CRIU" dump -t "$pid" -D "$dir" --shell-job -o dump.log "$@" ;;
-	esac
-}
-tool_restore_flags() { # TOOL DIR FLAGS...
-	local tool=$1 dir=$2
-	shift 2
-	rm -f "$PIDFILE"
-	case $tool in
-	stasis) "$STASIS" process restore --images "$dir" --detach --pidfile "$PIDFILE" "$@" ;;
-	criu) "$CRIU" restore -D "$dir" --shell-job -d -o restore.log --pidfile "$PIDFILE" "$@" ;;
-	esac
-}
-
 # ---- scenario: run (container start): `stasis run -d` of busybox until the
 # command returns with the container running; Debian's podman (runc) beside
 # it when installed, from the same rootfs tarball.

@@ -252,11 +252,3 @@ fn show_summarises_the_set() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
-
-#[test]
-#[ignore = "prints the summary for a human to look at"]
-fn print_show() {
-    let tmp = TempDir::new("print");
-    let dir = write_image_set(&tmp.path().join("ck"));
-    println!("{}", stasis_image::show::show(&dir).unwrap());
-}
