@@ -2,8 +2,8 @@
 # Stasis benchmark: dump/restore wall times of `stasis process` and CRIU on
 # the same machine in the same run, beside the kernel's own bandwidth limits.
 #
-#   sudo bench/run.sh            # print the results (markdown) to stdout
-#   sudo bench/run.sh --write    # and rewrite the results section of BENCHMARKS.md
+#   bench/run.sh            # as root: print the results (markdown) to stdout
+#   bench/run.sh --write    # and rewrite the results section of BENCHMARKS.md
 #
 # Environment:
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
@@ -48,7 +48,7 @@ for a in "$@"; do
 	esac
 done
 if [[ $(id -u) -ne 0 ]]; then
-	echo "run.sh: run as root (sudo $0)" >&2
+	echo "run.sh: run as root" >&2
 	exit 1
 fi
 note() { printf '==> %s\n' "$*" >&2; }

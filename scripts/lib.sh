@@ -10,7 +10,7 @@ STASIS_PACKAGES=(
 
 need_root() {
 	if [[ $(id -u) -ne 0 ]]; then
-		echo "$(basename "$0"): run as root (sudo $0)" >&2
+		echo "$(basename "$0"): run as root" >&2
 		exit 1
 	fi
 }

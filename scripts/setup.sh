@@ -44,4 +44,4 @@ sleep 3.5
 echo "    log after restore (continues): $(tr '\n' ' ' <"$demo/counter.log")"
 kill -9 "$pid" 2>/dev/null || true
 pid=
-say "setup done; run the tests with: sudo ./scripts/test.sh"
+say "setup done; run the tests with: ./scripts/test.sh"
