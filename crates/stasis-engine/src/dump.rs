@@ -71,6 +71,10 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
     let mut frozen = Frozen::freeze_tree(root)?;
     frozen.pin_to_one_cpu();
+    let vpids = crate::vpids::Vpids::read(&frozen.processes, root)?;
+    // Socket diagnostics (netlink) see the sockets of the namespace they
+    // are made in: ours must be the tree's while we dump.
+    let _netns = stasis_sys::ns::ThreadNetns::enter(root).map_err(dump_io(root, "enter the network namespace"))?;
     log::debug!("dump {root}: {} tasks frozen at {:?}", frozen.tasks().len(), t0.elapsed());
     // Dropped before `frozen`: dumped TCP connections leave repair mode
     // before the tree runs again.
@@ -99,22 +103,23 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let d =
-            dump_process(p, root, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats).map(|mut d| {
+        let d = dump_process(p, root, &vpids, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats).map(
+            |mut d| {
                 if frozen.was_job_stopped(p.pid) {
                     mark_stopped(&mut d);
                 }
                 d
-            })?;
+            },
+        )?;
         dumps.push(d);
     }
     log::debug!("dump {root}: state collected at {:?}", t0.elapsed());
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
 
     for d in &dumps {
-        let pid = d.pstree.pid;
+        let pid = vpids.of(d.pstree.pid as Pid) as u32;
         for (tid, core) in &d.cores {
-            staging.write_core(*tid as u32, core)?;
+            staging.write_core(vpids.of(*tid) as u32, core)?;
         }
         if let Some(mm) = &d.mm {
             staging.write_mm(pid, mm)?;
@@ -145,7 +150,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         let path = staging.file(&format!("ghost-{id}.data"));
         std::fs::write(&path, bytes).map_err(|source| DumpError::Write { path, source })?;
     }
-    staging.write_pstree(&dumps.iter().map(|d| d.pstree.clone()).collect::<Vec<_>>())?;
+    staging.write_pstree(&dumps.iter().map(|d| vpids.pstree(&d.pstree)).collect::<Vec<_>>())?;
     staging.write_inventory(&pb::InventoryEntry {
         img_version: stasis_image::flags::IMG_VERSION,
         fdinfo_per_id: Some(true),
@@ -234,6 +239,7 @@ fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
 fn dump_process(
     p: &FrozenProcess,
     root: Pid,
+    vpids: &crate::vpids::Vpids,
     fds: &[files::FdSeen],
     internal: &std::collections::HashSet<u64>,
     sharing: &crate::kinds::share::Sharing,
@@ -257,7 +263,10 @@ fn dump_process(
     let mut main = session.thread(pid).map_err(dump_io(pid, "inject"))?;
     log::debug!("process {pid}: injection ready after {:?}", pt.elapsed());
     let sigactions = signal::dump_sigactions(pid, &mut main, scratch, &read, status.sig_cgt | status.sig_ign)?;
-    let timers = task::dump_timers(pid, &mut main, scratch, &read)?;
+    let mut timers = task::dump_timers(pid, &mut main, scratch, &read)?;
+    for t in &mut timers.posix {
+        t.notify_thread_id = t.notify_thread_id.map(|tid| vpids.of(tid));
+    }
     let brk = main.call(libc::SYS_brk, [0; 6]).map_err(dump_io(pid, "brk"))?;
     let main_blk = main.saved_mask();
     log::debug!("process {pid}: sigactions and timers after {:?}", pt.elapsed());
@@ -288,7 +297,7 @@ fn dump_process(
     let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
-    let pages_path = staging.file(&stasis_image::magic::file_name::pages(pid as u32));
+    let pages_path = staging.file(&stasis_image::magic::file_name::pages(vpids.of(pid) as u32));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -17,6 +17,7 @@ pub mod kinds;
 pub mod proc;
 pub mod remote;
 pub mod restore;
+pub mod vpids;
 
 pub use dump::{dump, DumpOpts, DumpStats};
 pub use error::{DumpError, RestoreError};

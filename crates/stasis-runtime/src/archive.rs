@@ -112,6 +112,30 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
     true
 }
 
+/// Checks one entry against the rules above (no `..`, links that stay
+/// inside) and returns its path as written (for messages) and made relative
+/// (empty for the root entry, which callers skip). Shared with
+/// `ckpt_archive`, which unpacks checkpoint archives under the same rules.
+pub(crate) fn checked_entry_path<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<(PathBuf, PathBuf)> {
+    let corrupt = |e: io::Error| RuntimeError::Archive(format!("{what}: not a valid tar archive: {e}"));
+    let raw = entry.path().map_err(corrupt)?.into_owned();
+    let rel = clean_path(&raw, what)?;
+    let kind = entry.header().entry_type();
+    if !rel.as_os_str().is_empty() && (kind.is_symlink() || kind.is_hard_link()) {
+        let target = entry.link_name().map_err(corrupt)?.unwrap_or_default().into_owned();
+        let inside =
+            if kind.is_hard_link() { clean_path(&target, what).is_ok() } else { link_stays_inside(&rel, &target) };
+        if !inside {
+            return Err(RuntimeError::Archive(format!(
+                "{what}: link {} -> {} escapes the rootfs",
+                raw.display(),
+                target.display()
+            )));
+        }
+    }
+    Ok((raw, rel))
+}
+
 /// Extracts the tar stream `r` into `dest` (which must exist), checking
 /// every entry. `what` names the archive in errors.
 pub fn extract(r: impl Read, dest: &Path, what: &str) -> Result<()> {
@@ -124,23 +148,9 @@ pub fn extract(r: impl Read, dest: &Path, what: &str) -> Result<()> {
     for entry in ar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
-        let raw = entry.path().map_err(corrupt)?.into_owned();
-        let rel = clean_path(&raw, what)?;
+        let (raw, rel) = checked_entry_path(&entry, what)?;
         if rel.as_os_str().is_empty() {
             continue;
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry.link_name().map_err(corrupt)?.unwrap_or_default().into_owned();
-            let inside =
-                if kind.is_hard_link() { clean_path(&target, what).is_ok() } else { link_stays_inside(&rel, &target) };
-            if !inside {
-                return Err(RuntimeError::Archive(format!(
-                    "{what}: link {} -> {} escapes the rootfs",
-                    raw.display(),
-                    target.display()
-                )));
-            }
         }
         let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(hidden) = name.strip_prefix(".wh.") {

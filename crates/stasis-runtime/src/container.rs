@@ -8,7 +8,7 @@
 
 use crate::error::{Ctx, Result, RuntimeError};
 use crate::image;
-use crate::monitor::{self, alive, start_time};
+use crate::monitor::{self, alive, start_time, RestoreReq};
 use crate::network::parse_publish;
 use crate::store::{self, now_ns, ContainerConfig, ContainerState, Status, Store};
 use std::fs;
@@ -82,6 +82,7 @@ pub fn create(store: &Store, o: &CreateOpts) -> Result<ContainerConfig> {
         hostname,
         publish: o.publish.clone(),
         ip: None,
+        mac: None,
         created: now_ns(),
     };
     let _lock = store.lock_store()?;
@@ -141,13 +142,19 @@ pub fn is_running(store: &Store, cfg: &ContainerConfig) -> bool {
     refresh(store, cfg).status == Status::Running
 }
 
-/// Starts the monitor (`exe --root R --runroot RR monitor ID`) and waits
-/// for its report. Returns the init's pid.
+/// Starts the monitor (`exe --root R --runroot RR container-monitor ID`)
+/// and waits for its report. Returns the init's pid.
 pub fn start(store: &Store, cfg: &ContainerConfig, exe: &Path) -> Result<i32> {
     let _lock = store.lock_container(&cfg.id)?;
     if is_running(store, cfg) {
         return Err(RuntimeError::Conflict(format!("container {} is already running", cfg.name)));
     }
+    start_locked(store, cfg, exe, None)
+}
+
+/// [`start`] for a caller holding the container's lock, optionally
+/// restoring a checkpoint instead of running the command.
+pub fn start_locked(store: &Store, cfg: &ContainerConfig, exe: &Path, restore: Option<&RestoreReq>) -> Result<i32> {
     let rdir = store.ctr_run_dir(&cfg.id);
     fs::create_dir_all(&rdir).ctx(|| format!("creating {}", rdir.display()))?;
     let mlog = fs::File::create(rdir.join("monitor.log")).ctx(|| "creating monitor.log")?;
@@ -159,6 +166,17 @@ pub fn start(store: &Store, cfg: &ContainerConfig, exe: &Path) -> Result<i32> {
         .arg("--runroot")
         .arg(&store.runroot)
         .arg("container-monitor")
+        .args(
+            restore
+                .map(|r| {
+                    let mut a = vec!["--restore".into(), r.dir.clone().into_os_string()];
+                    if r.tcp_established {
+                        a.push("--tcp-established".into());
+                    }
+                    a
+                })
+                .unwrap_or_default(),
+        )
         .arg(&cfg.id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -316,6 +334,10 @@ pub fn status_text(st: &ContainerState) -> String {
     match st.status {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", store::human_duration(now.saturating_sub(st.started_at.unwrap_or(now)))),
+        Status::Exited if st.checkpointed => format!(
+            "Exited (checkpointed) {} ago",
+            store::human_duration(now.saturating_sub(st.finished_at.unwrap_or(now)))
+        ),
         Status::Exited => format!(
             "Exited ({}) {} ago",
             st.exit_code.unwrap_or(-1),

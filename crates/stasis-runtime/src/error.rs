@@ -25,6 +25,20 @@ pub enum RuntimeError {
     /// A tarball or image archive that cannot be used.
     #[error("{0}")]
     Archive(String),
+    /// The engine could not checkpoint a container.
+    #[error("{what}")]
+    Checkpoint {
+        what: String,
+        #[source]
+        source: stasis_engine::DumpError,
+    },
+    /// The engine could not restore a container.
+    #[error("{what}")]
+    Restore {
+        what: String,
+        #[source]
+        source: stasis_engine::RestoreError,
+    },
     /// The network layer failed.
     #[error("{what}")]
     Network {

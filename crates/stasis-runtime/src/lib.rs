@@ -12,6 +12,8 @@
 
 pub mod archive;
 pub mod cgroup;
+pub mod checkpoint;
+pub mod ckpt_archive;
 pub mod container;
 pub mod error;
 pub mod image;

@@ -19,7 +19,7 @@ use stasis_sys::ns::{self, Forked};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -113,10 +113,15 @@ fn bring_up(store: &Store, cfg: &mut ContainerConfig, s: &mut Started, go: &mut 
     let want: Option<Ipv4Addr> = cfg.ip.as_deref().and_then(|s| s.parse().ok());
     let ip = net.allocate(&cfg.id, want).ctx(|| format!("allocating an address for {}", cfg.name))?;
     let ports = ports_of(cfg)?;
-    s.net = Some(net.attach(&cfg.id, s.pid, ip, None, &ports).ctx(|| format!("connecting {}", cfg.name))?);
-    if cfg.ip.is_none() {
+    let state =
+        net.attach(&cfg.id, s.pid, ip, cfg.mac.as_deref(), &ports).ctx(|| format!("connecting {}", cfg.name))?;
+    if cfg.ip.is_none() || cfg.mac.is_none() {
         cfg.ip = Some(ip.to_string());
+        cfg.mac = Some(state.mac.clone());
+        s.net = Some(state);
         store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), cfg)?;
+    } else {
+        s.net = Some(state);
     }
     log::debug!("monitor: cgroups and network of {} ready in {:?}", cfg.name, t.elapsed());
     go.write_all(b"g").ctx(|| "releasing the container's init")?;
@@ -128,9 +133,18 @@ fn bring_up(store: &Store, cfg: &mut ContainerConfig, s: &mut Started, go: &mut 
     Ok(())
 }
 
-/// The monitor's main: `ready` gets "ok" or "error: MSG" once. Returns the
-/// monitor's exit status.
-pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
+/// A restore the monitor runs instead of executing the command: the
+/// container's init is the root of the checkpointed tree.
+#[derive(Clone, Debug)]
+pub struct RestoreReq {
+    /// The checkpoint directory (with `checkpoint/`, the images).
+    pub dir: PathBuf,
+    pub tcp_established: bool,
+}
+
+/// The monitor's main: `ready` gets "ok PID" or "error: MSG" once. Returns
+/// the monitor's exit status.
+pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>) -> i32 {
     let _ = ns::setsid();
     let mut cfg: ContainerConfig = match store::read_json(&store.ctr_dir(id).join("config.json")) {
         Ok(c) => c,
@@ -140,7 +154,7 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
         }
     };
     let mut started = Started { pid: 0, cgroups: Vec::new(), net: None };
-    let res = start(store, &mut cfg, &mut started);
+    let res = start(store, &mut cfg, &mut started, restore.as_ref());
     let (pid, out, errp) = match res {
         Ok(v) => v,
         Err(e) => {
@@ -164,6 +178,7 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
         started_at: Some(now_ns()),
         net: started.net.clone(),
         cgroups: started.cgroups.clone(),
+        restored: restore.is_some(),
         ..Default::default()
     };
     if let Err(e) = store.write_state(id, &st) {
@@ -197,10 +212,35 @@ pub fn run(store: &Store, id: &str, mut ready: File) -> i32 {
     0
 }
 
-/// Forks the init and brings the container up; returns the init's pid
-/// and the read ends of its stdout and stderr.
-fn start(store: &Store, cfg: &mut ContainerConfig, s: &mut Started) -> Result<(i32, File, File)> {
+/// Forks the init and brings the container up (restoring the checkpoint
+/// of `restore` into it, if given); returns the init's pid and the read
+/// ends of its stdout and stderr.
+fn start(
+    store: &Store,
+    cfg: &mut ContainerConfig,
+    s: &mut Started,
+    restore: Option<&RestoreReq>,
+) -> Result<(i32, File, File)> {
     let img = image::find(store, &cfg.image_id)?;
+    // Before the fork: the plan says where the init's scratch area goes and
+    // where it keeps our pidfd.
+    let plan = match restore {
+        Some(r) => Some(crate::checkpoint::plan_restore(r)?),
+        None => None,
+    };
+    let me = match &plan {
+        Some(_) => {
+            Some(stasis_sys::fd::pidfd_open(std::process::id() as i32).ctx(|| "opening a pidfd of the monitor")?)
+        }
+        None => None,
+    };
+    let then = match (&plan, &me) {
+        (Some(p), Some(me)) => rootfs::Then::Restore {
+            scratch: p.scratch,
+            keep: stasis_sys::proc_ctl::StubFd { pidfd: std::os::fd::AsRawFd::as_raw_fd(me), at: p.stub_fd },
+        },
+        _ => rootfs::Then::Exec,
+    };
     let cdir = store.ctr_dir(&cfg.id);
     let merged = store.ctr_run_dir(&cfg.id).join("merged");
     for d in [cdir.join("upper"), cdir.join("work"), merged.clone()] {
@@ -226,21 +266,21 @@ fn start(store: &Store, cfg: &mut ContainerConfig, s: &mut Started) -> Result<(i
     let (x_r, x_w) = pipe()?;
     match ns::fork_into_namespaces(NS_FLAGS).ctx(|| "creating the container's namespaces")? {
         Forked::Child => {
-            let null = File::open("/dev/null").map(OwnedFd::from);
-            if let Ok(n) = &null {
-                let _ = stasis_sys::fd::dup_to(n.as_fd(), 0);
-            }
             let _ = stasis_sys::fd::dup_to(out_w.as_fd(), 1);
             let _ = stasis_sys::fd::dup_to(err_w.as_fd(), 2);
             let extra = vec![out_r, err_r, go_w, x_r, out_w, err_w];
-            rootfs::init_main(&spec, File::from(go_r), File::from(x_w), extra)
+            rootfs::init_main(&spec, File::from(go_r), File::from(x_w), extra, then)
         }
         Forked::Parent(pid) => {
             s.pid = pid;
             drop((out_w, err_w, go_r, x_w));
             let (mut go, mut x) = (File::from(go_w), File::from(x_r));
             bring_up(store, cfg, s, &mut go, &mut x)?;
-            log::debug!("monitor: {} (pid {pid}) runs its command after {:?}", cfg.name, t.elapsed());
+            if let (Some(plan), Some(r)) = (plan, restore) {
+                crate::checkpoint::restore_into(store, cfg, r, plan, pid)?;
+            }
+            drop(me);
+            log::debug!("monitor: {} (pid {pid}) runs after {:?}", cfg.name, t.elapsed());
             Ok((pid, File::from(out_r), File::from(err_r)))
         }
     }

@@ -114,23 +114,50 @@ fn setup(spec: &InitSpec) -> Step {
     Ok(())
 }
 
-/// Runs in the forked init: sets up, waits for `go`, execs. Any failure is
-/// written to `err` (close-on-exec: the monitor sees EOF when exec works)
-/// and the process exits with 127.
-pub fn init_main(spec: &InitSpec, mut go: fs::File, mut err: fs::File, extra: Vec<OwnedFd>) -> ! {
+/// What the forked init becomes once its container is built.
+pub enum Then {
+    /// Executes the container's command.
+    Exec,
+    /// Becomes a restore stub (see `stasis_engine::restore::RootStub`) with
+    /// its scratch area at `scratch` and the restorer's pidfd `keep`.
+    Restore { scratch: u64, keep: stasis_sys::proc_ctl::StubFd },
+}
+
+/// Runs in the forked init: sets up, waits for `go`, then execs or becomes
+/// a restore stub. Any failure is written to `err` (close-on-exec: the
+/// monitor sees EOF when exec works; a stub closes it) and the process
+/// exits with 127.
+pub fn init_main(spec: &InitSpec, mut go: fs::File, mut err: fs::File, extra: Vec<OwnedFd>, then: Then) -> ! {
     drop(extra);
     let res = (|| -> Step {
-        // Its own session: not the monitor's, like a container under runc.
-        let _ = ns::setsid();
+        if matches!(then, Then::Exec) {
+            // Its own session: not the monitor's, like a container under
+            // runc. (A restored init gets its session from the images.)
+            let _ = ns::setsid();
+        }
         setup(spec)?;
+        // stdin: the container's own /dev/null, as its processes name it.
+        let null = step(fs::File::open("/dev/null"), || "opening /dev/null".into())?;
+        step(stasis_sys::fd::dup_to(std::os::fd::AsFd::as_fd(&null), 0), || "stdin".into())?;
+        drop(null);
         let mut b = [0u8; 1];
         if go.read(&mut b).unwrap_or(0) != 1 {
             return Err("the monitor gave up before start".into());
+        }
+        if let Then::Restore { scratch, keep } = then {
+            stasis_sys::proc_ctl::become_stub(
+                scratch,
+                stasis_engine::restore::stub::SCRATCH_LEN as usize,
+                &stasis_engine::restore::stub::CODE,
+                Some(keep),
+            );
         }
         let wd = if spec.workdir.is_empty() { "/" } else { spec.workdir.as_str() };
         let _ = fs::create_dir_all(wd);
         step(std::env::set_current_dir(wd), || format!("workdir {wd}"))?;
         ns::umask(0o022);
+        // Nothing the monitor's caller leaked may reach the container.
+        step(stasis_sys::fd::cloexec_from(3), || "closing inherited fds".into())?;
         let mut cmd = Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..]).env_clear();
         for kv in &spec.env {

@@ -42,6 +42,9 @@ pub struct ContainerConfig {
     pub publish: Vec<String>,
     /// The container's IP once it has one, kept across restarts.
     pub ip: Option<String>,
+    /// Its MAC address once it has one (kept across restarts and restores).
+    #[serde(default)]
+    pub mac: Option<String>,
     /// Creation time, nanoseconds since the epoch.
     pub created: u128,
 }
@@ -70,6 +73,12 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     pub net: Option<NetState>,
     pub cgroups: Vec<PathBuf>,
+    /// It exited because it was checkpointed (and can be restored).
+    #[serde(default)]
+    pub checkpointed: bool,
+    /// It runs from a restored checkpoint.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// Nanoseconds since the epoch.

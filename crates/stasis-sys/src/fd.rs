@@ -94,3 +94,11 @@ pub fn copy_fd(pid: Pid, fd: i32) -> io::Result<OwnedFd> {
     let pidfd = pidfd_open(pid)?;
     pidfd_getfd(pidfd.as_fd(), fd)
 }
+
+/// Marks every fd from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`): nothing the caller inherited leaks into what it
+/// executes next.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: only changes fd flags in our own table.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
+}

@@ -162,3 +162,37 @@ pub fn umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: integer argument, cannot fail.
     unsafe { libc::umask(mask) }
 }
+
+/// The calling thread in the network namespace of another process until
+/// dropped (network namespaces are per thread: the rest of this process
+/// stays where it was). Sockets this thread creates meanwhile belong to
+/// that namespace, and netlink sockets (sock_diag) see its sockets.
+pub struct ThreadNetns {
+    /// Our thread's own namespace, to go back to; None when we were in the
+    /// target's already.
+    back: Option<std::fs::File>,
+}
+
+impl ThreadNetns {
+    /// Joins the network namespace of `pid` (a no-op when it is ours).
+    pub fn enter(pid: Pid) -> io::Result<ThreadNetns> {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let mine = std::fs::File::open("/proc/thread-self/ns/net")?;
+        let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        if mine.metadata()?.ino() == theirs.metadata()?.ino() {
+            return Ok(ThreadNetns { back: None });
+        }
+        setns(theirs.as_fd(), CLONE_NEWNET)?;
+        Ok(ThreadNetns { back: Some(mine) })
+    }
+}
+
+impl Drop for ThreadNetns {
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        if let Some(f) = &self.back {
+            let _ = setns(f.as_fd(), CLONE_NEWNET);
+        }
+    }
+}

@@ -58,12 +58,77 @@ impl CloneArgs {
 pub const STUB_EXIT_MMAP: i32 = 120;
 pub const STUB_EXIT_TRACEME: i32 = 121;
 pub const STUB_EXIT_RESUMED: i32 = 122;
+pub const STUB_EXIT_FD: i32 = 123;
+
+/// A pidfd of the restorer that every restore stub holds at a fixed fd
+/// number: the stub's tasks take the restorer's files with `pidfd_getfd`
+/// on it, which works whatever pid namespace they are in.
+#[derive(Clone, Copy, Debug)]
+pub struct StubFd {
+    /// Our pidfd (an fd of the restorer, open while stubs are created).
+    pub pidfd: i32,
+    /// The number it gets in the stub.
+    pub at: i32,
+}
+
+/// The child side of a stub: maps the scratch area, copies `code` into it,
+/// moves `keep.pidfd` to `keep.at` and closes every other fd above 2, asks
+/// to be traced and stops itself. Only raw syscalls: safe to run right
+/// after a fork of a multithreaded process.
+///
+/// # Safety
+/// Must run in a freshly forked child that owns nothing else of value (it
+/// never returns: it stops, and `_exit`s with a `STUB_EXIT_*` code if it is
+/// ever resumed or something fails).
+unsafe fn stub_child(scratch_addr: u64, scratch_len: usize, code: &[u8], keep: Option<StubFd>) -> ! {
+    // SAFETY: the mapping is new (NOREPLACE) and exactly scratch_len long,
+    // so the copy stays inside it; the rest are plain syscalls.
+    unsafe {
+        let p = libc::mmap(
+            scratch_addr as *mut libc::c_void,
+            scratch_len,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+        if p as u64 != scratch_addr {
+            libc::_exit(STUB_EXIT_MMAP);
+        }
+        std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
+        match keep {
+            Some(k) if k.at > 2 => {
+                if k.pidfd != k.at && libc::dup3(k.pidfd, k.at, 0) != k.at {
+                    libc::_exit(STUB_EXIT_FD);
+                }
+                if k.at > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, (k.at - 1) as u32, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, (k.at + 1) as u32, u32::MAX, 0u32);
+            }
+            _ => {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
+        }
+        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+            libc::_exit(STUB_EXIT_TRACEME);
+        }
+        libc::kill(libc::getpid(), libc::SIGSTOP);
+        libc::_exit(STUB_EXIT_RESUMED);
+    }
+}
 
 /// Creates a restore stub with pid `set_tid` (or any pid), a scratch area at
 /// `scratch_addr` of `scratch_len` bytes (read-write-execute) whose start
 /// holds `code`, traced by us and stopped with SIGSTOP (the caller must
 /// `ptrace::wait` for that stop). Fails with `EEXIST` if the pid is taken.
-pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, code: &[u8]) -> io::Result<Pid> {
+pub fn spawn_stub(
+    set_tid: Option<Pid>,
+    scratch_addr: u64,
+    scratch_len: usize,
+    code: &[u8],
+    keep: Option<StubFd>,
+) -> io::Result<Pid> {
     assert!(code.len() <= scratch_len);
     let tid_arr: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = CloneArgs {
@@ -78,30 +143,22 @@ pub fn spawn_stub(set_tid: Option<Pid>, scratch_addr: u64, scratch_len: usize, c
     // Rust code that could touch locks or allocators.
     let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
     if ret == 0 {
-        // SAFETY: child side; see above. The mapping is new (NOREPLACE) and
-        // exactly scratch_len long, so the copy stays inside it.
-        unsafe {
-            let p = libc::mmap(
-                scratch_addr as *mut libc::c_void,
-                scratch_len,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            );
-            if p as u64 != scratch_addr {
-                libc::_exit(STUB_EXIT_MMAP);
-            }
-            std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
-                libc::_exit(STUB_EXIT_TRACEME);
-            }
-            libc::kill(libc::getpid(), libc::SIGSTOP);
-            libc::_exit(STUB_EXIT_RESUMED);
-        }
+        // SAFETY: we are the fresh child; see `stub_child`.
+        unsafe { stub_child(scratch_addr, scratch_len, code, keep) }
     }
     check(ret).map(|pid| pid as Pid)
+}
+
+/// Turns the calling process, a single-threaded child its parent (the
+/// restorer) forked and prepared (e.g. a container's init after it built
+/// its namespaces and root file system), into a restore stub like those of
+/// [`spawn_stub`]: the parent then waits for its SIGSTOP and adopts it.
+/// Never returns.
+pub fn become_stub(scratch_addr: u64, scratch_len: usize, code: &[u8], keep: Option<StubFd>) -> ! {
+    assert!(code.len() <= scratch_len);
+    // SAFETY: the caller is a forked child that will never run its own code
+    // again; `stub_child` only makes raw syscalls.
+    unsafe { stub_child(scratch_addr, scratch_len, code, keep) }
 }
 
 /// Sends `sig` to process `pid` (0 only checks it exists).
@@ -261,4 +318,21 @@ pub fn use_original_affinity() {
     if let Some(orig) = original_affinity() {
         let _ = set_affinity(0, &orig);
     }
+}
+
+/// Raises our soft limit on open files to at least `want` (at most the hard
+/// limit); children inherit it.
+pub fn raise_nofile(want: u64) -> io::Result<()> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a valid rlimit struct for the kernel to fill.
+    check_int(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
+    if r.rlim_cur >= want {
+        return Ok(());
+    }
+    if r.rlim_max < want {
+        return Err(io::Error::other(format!("fd {want} is above the hard limit on open files ({})", r.rlim_max)));
+    }
+    r.rlim_cur = want;
+    // SAFETY: r is a valid, initialised rlimit struct.
+    check_int(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }).map(drop)
 }

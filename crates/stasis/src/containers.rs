@@ -59,6 +59,18 @@ pub struct Targets {
     names: Vec<String>,
 }
 
+#[derive(Args)]
+pub struct StartArgs {
+    /// Restore this checkpoint (see `checkpoint create`) instead of starting afresh.
+    #[arg(long, value_name = "CHECKPOINT")]
+    checkpoint: Option<String>,
+    /// Where the container's checkpoints are.
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    checkpoint_dir: Option<PathBuf>,
+    #[command(flatten)]
+    targets: Targets,
+}
+
 #[derive(Subcommand)]
 pub enum ContainerCmd {
     /// Create an image from a rootfs tarball (.tar, .tar.gz, .tar.zst).
@@ -95,7 +107,7 @@ pub enum ContainerCmd {
         create: CreateArgs,
     },
     /// Start created or exited containers.
-    Start(Targets),
+    Start(StartArgs),
     /// List containers.
     Ps {
         /// All containers, not only running ones.
@@ -158,10 +170,17 @@ pub enum ContainerCmd {
     },
     /// Internal: the per-container monitor.
     #[command(hide = true)]
-    ContainerMonitor { id: String },
+    ContainerMonitor {
+        /// Restore the checkpoint bundle DIR instead of running the command.
+        #[arg(long, value_name = "DIR")]
+        restore: Option<PathBuf>,
+        #[arg(long)]
+        tcp_established: bool,
+        id: String,
+    },
 }
 
-fn open_store(a: &StoreArgs) -> Result<Store, RuntimeError> {
+pub fn open_store(a: &StoreArgs) -> Result<Store, RuntimeError> {
     let pick = |v: &Option<PathBuf>, env: &str, def: &str| {
         v.clone().or_else(|| std::env::var_os(env).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(def))
     };
@@ -170,7 +189,7 @@ fn open_store(a: &StoreArgs) -> Result<Store, RuntimeError> {
     Store::open(&root, &runroot)
 }
 
-fn targets(store: &Store, t: &Targets) -> Result<Vec<(String, ContainerConfig)>, RuntimeError> {
+pub fn targets(store: &Store, t: &Targets) -> Result<Vec<(String, ContainerConfig)>, RuntimeError> {
     if t.latest {
         let c = store.latest_container()?;
         return Ok(vec![(c.name.clone(), c)]);
@@ -220,7 +239,7 @@ fn create_opts(a: CreateArgs) -> CreateOpts {
     }
 }
 
-fn exe() -> Result<PathBuf, RuntimeError> {
+pub fn exe() -> Result<PathBuf, RuntimeError> {
     std::env::current_exe().map_err(|source| RuntimeError::Io { what: "finding the stasis binary".into(), source })
 }
 
@@ -322,6 +341,7 @@ fn inspect(store: &Store, cfg: &ContainerConfig) -> serde_json::Value {
             "Status": match st.status { Status::Created => "created", Status::Running => "running", Status::Exited => "exited" },
             "Running": st.status == Status::Running, "Pid": st.pid, "ConmonPid": st.monitor_pid,
             "ExitCode": st.exit_code.unwrap_or(0), "StartedAt": t(st.started_at), "FinishedAt": t(st.finished_at),
+            "Checkpointed": st.checkpointed, "Restored": st.restored,
         },
         "NetworkSettings": {"IPAddress": cfg.ip, "Ports": cfg.publish, "State": st.net},
         "Cgroups": st.cgroups,
@@ -360,11 +380,12 @@ pub fn main(sa: &StoreArgs, cmd: ContainerCmd) -> ExitCode {
 fn run(sa: &StoreArgs, cmd: ContainerCmd) -> Result<i32, RuntimeError> {
     let store = open_store(sa)?;
     match cmd {
-        ContainerCmd::ContainerMonitor { id } => {
+        ContainerCmd::ContainerMonitor { id, restore, tcp_established } => {
             let ready = std::io::stdout().as_fd().try_clone_to_owned();
             let ready =
                 ready.map(File::from).map_err(|source| RuntimeError::Io { what: "monitor stdout".into(), source })?;
-            Ok(stasis_runtime::monitor::run(&store, &id, ready))
+            let restore = restore.map(|dir| stasis_runtime::monitor::RestoreReq { dir, tcp_established });
+            Ok(stasis_runtime::monitor::run(&store, &id, ready, restore))
         }
         ContainerCmd::Import { tarball, name, change } => {
             println!("{}", image::import(&store, &tarball, &name, &change)?);
@@ -403,9 +424,12 @@ fn run(sa: &StoreArgs, cmd: ContainerCmd) -> Result<i32, RuntimeError> {
             }
             Ok(attach_output(&store, &cfg))
         }
-        ContainerCmd::Start(t) => {
-            for (n, c) in targets(&store, &t)? {
-                container::start(&store, &c, &exe()?)?;
+        ContainerCmd::Start(a) => {
+            for (n, c) in targets(&store, &a.targets)? {
+                match &a.checkpoint {
+                    Some(ck) => crate::checkpoints::start_from(&store, &c, ck, a.checkpoint_dir.clone())?,
+                    None => drop(container::start(&store, &c, &exe()?)?),
+                }
                 println!("{n}");
             }
             Ok(0)

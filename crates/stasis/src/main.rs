@@ -4,6 +4,7 @@
 //! (the error and its causes joined by ": "), and the exit status is
 //! non-zero. `--log-level debug` adds progress and timing lines.
 
+mod checkpoints;
 mod containers;
 mod logger;
 
@@ -31,8 +32,14 @@ enum Command {
     /// Inspect checkpoint images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Checkpoint and restore containers (podman's verbs).
+    #[command(subcommand)]
+    Container(checkpoints::PodmanCmd),
+    /// Named container checkpoints (docker's verbs).
+    #[command(subcommand)]
+    Checkpoint(checkpoints::DockerCmd),
     #[command(flatten)]
-    Container(containers::ContainerCmd),
+    Containers(containers::ContainerCmd),
 }
 
 #[derive(Subcommand)]
@@ -99,7 +106,9 @@ fn main() -> ExitCode {
         return fail(&e);
     }
     match cli.command {
-        Command::Container(c) => containers::main(&cli.store, c),
+        Command::Containers(c) => containers::main(&cli.store, c),
+        Command::Container(c) => checkpoints::main_podman(&cli.store, c),
+        Command::Checkpoint(c) => checkpoints::main_docker(&cli.store, c),
         Command::Process(ProcessCmd::Dump(a)) => {
             let opts = stasis_engine::DumpOpts { leave_running: a.leave_running, tcp_established: a.tcp_established };
             match stasis_engine::dump(a.pid, &a.images, &opts) {

@@ -15,7 +15,7 @@ use crate::restore::stub::Task;
 use crate::restore::RestoreOpts;
 use stasis_image::ImageDirWriter;
 use stasis_sys::Pid;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// What a kind module gets while dumping one fd.
@@ -56,7 +56,6 @@ impl FdRestoreCtx<'_> {
         fd: u32,
         cloexec: bool,
     ) -> Result<(), RestoreError> {
-        let me = std::process::id() as Pid;
-        crate::kinds::share::install_shared(task, (me, local.as_raw_fd() as u32), fd, cloexec)
+        crate::kinds::share::install_local(task, local.as_fd(), fd, cloexec, &format!("fd {fd}"))
     }
 }

@@ -325,17 +325,28 @@ pub struct FileSources {
     /// Pipe id -> (read end, write end), held until every task has opened
     /// its ends.
     pipes: HashMap<u32, (OwnedFd, OwnedFd)>,
-    /// Ghost file id -> path of the temporary file re-created for it.
-    pub ghost_paths: HashMap<u32, PathBuf>,
-    me: u32,
+    /// Ghost file id -> (path the tasks open it by, the same file as the
+    /// restorer reaches it) of the temporary file re-created for it.
+    ghost_paths: HashMap<u32, (String, PathBuf)>,
+}
+
+/// Where a task gets a file from.
+enum Source {
+    /// A path the task opens itself (as it sees the file system).
+    Path(String),
+    /// A file the restorer opened; the task takes it with `pidfd_getfd`.
+    Local(OwnedFd),
 }
 
 impl FileSources {
-    /// Creates pipes (filled with their dumped bytes) and ghost files.
+    /// Creates pipes (filled with their dumped bytes) and ghost files;
+    /// `fs_root` is where the restorer reaches the tasks' `/` (e.g.
+    /// `/proc/PID/root` of the root task).
     pub fn prepare(
         dir: &Path,
         entries: &[pb::FileEntry],
         pipe_data: &HashMap<u32, Vec<u8>>,
+        fs_root: &Path,
     ) -> Result<FileSources, RestoreError> {
         let me = std::process::id();
         let mut pipes = HashMap::new();
@@ -364,41 +375,48 @@ impl FileSources {
             if !data_path.exists() {
                 continue;
             }
-            let orig = Path::new(&r.name);
-            let parent = orig.parent().filter(|p| p.is_dir()).unwrap_or(Path::new("/tmp"));
-            let tmp = parent.join(format!(".stasis-ghost-{}-{}", e.id, me));
-            std::fs::copy(&data_path, &tmp).map_err(|source| RestoreError::Read { path: data_path.clone(), source })?;
-            ghost_paths.insert(e.id, tmp);
+            let mut parent = Path::new(&r.name).parent().unwrap_or(Path::new("/tmp"));
+            if !fs_root.join(parent.strip_prefix("/").unwrap_or(parent)).is_dir() {
+                parent = Path::new("/tmp");
+            }
+            let theirs = parent.join(format!(".stasis-ghost-{}-{}", e.id, me));
+            let ours = fs_root.join(theirs.strip_prefix("/").unwrap_or(&theirs));
+            std::fs::copy(&data_path, &ours)
+                .map_err(|source| RestoreError::Read { path: data_path.clone(), source })?;
+            ghost_paths.insert(e.id, (theirs.to_string_lossy().into_owned(), ours));
         }
-        Ok(FileSources { pipes, ghost_paths, me })
+        Ok(FileSources { pipes, ghost_paths })
     }
 
-    /// Where a task opens a file entry from.
-    fn open_path(&self, e: &pb::FileEntry, flags: u32) -> Option<String> {
-        if let Some(g) = self.ghost_paths.get(&e.id) {
-            return Some(g.to_string_lossy().into_owned());
+    /// Where a task gets a file entry from.
+    fn source(&self, e: &pb::FileEntry, flags: u32) -> Option<std::io::Result<Source>> {
+        if let Some((g, _)) = self.ghost_paths.get(&e.id) {
+            return Some(Ok(Source::Path(g.clone())));
         }
         if let Some(r) = &e.reg {
-            return Some(r.name.clone());
+            return Some(Ok(Source::Path(r.name.clone())));
         }
         let p = e.pipe.as_ref()?;
         let (r, w) = self.pipes.get(&p.pipe_id)?;
         let end = if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 { w } else { r };
-        Some(format!("/proc/{}/fd/{}", self.me, end.as_raw_fd()))
+        // A new open file of the pipe with the task's own flags, as opening
+        // its /proc link gives.
+        let open = crate::kinds::special::open_local(&format!("/proc/self/fd/{}", end.as_raw_fd()), flags);
+        Some(open.map(Source::Local))
     }
 
     /// Path to open for a mapping's file id (ghost-aware).
     pub fn mapping_paths(&self, entries: &[pb::FileEntry]) -> HashMap<u32, String> {
         let mut m = FileTable::paths(entries);
-        for (id, p) in &self.ghost_paths {
-            m.insert(*id, p.to_string_lossy().into_owned());
+        for (id, (p, _)) in &self.ghost_paths {
+            m.insert(*id, p.clone());
         }
         m
     }
 
     /// Removes the temporary ghost files.
     pub fn cleanup(&mut self) {
-        for p in self.ghost_paths.values() {
+        for (_, p) in self.ghost_paths.values() {
             let _ = std::fs::remove_file(p);
         }
         self.ghost_paths.clear();
@@ -466,18 +484,30 @@ pub fn restore_fds(
                 continue;
             }
         };
-        let path = src.open_path(e, flags).ok_or_else(|| RestoreError::Task {
-            pid,
-            what: format!("fd {}: nothing to open", fi.fd),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })?;
-        // Never create or truncate; never acquire a controlling terminal.
-        let open_flags = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32) | libc::O_NOCTTY as u32;
-        let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
-        let tmp = task
-            .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, open_flags as u64, 0, 0, 0])
-            .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
-        crate::kinds::share::move_fd(task, tmp, fi.fd, cloexec, &format!("fd {}", fi.fd))?;
+        let what = format!("fd {}", fi.fd);
+        match src.source(e, flags) {
+            Some(Ok(Source::Local(local))) => {
+                crate::kinds::share::install_local(task, local.as_fd(), fi.fd, cloexec, &what)?
+            }
+            Some(Ok(Source::Path(path))) => {
+                // Never create or truncate; never acquire a controlling terminal.
+                let open_flags =
+                    flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32) | libc::O_NOCTTY as u32;
+                let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
+                let tmp = task
+                    .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, open_flags as u64, 0, 0, 0])
+                    .map_err(restore_io(pid, format!("fd {}: open {path}", fi.fd)))?;
+                crate::kinds::share::move_fd(task, tmp, fi.fd, cloexec, &what)?;
+            }
+            Some(Err(e)) => return Err(restore_io(pid, format!("{what}: reopen pipe"))(e)),
+            None => {
+                return Err(RestoreError::Task {
+                    pid,
+                    what: format!("fd {}: nothing to open", fi.fd),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })
+            }
+        }
         if e.reg.is_some() && pos != 0 {
             task.call(libc::SYS_lseek, [fi.fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0])
                 .map_err(restore_io(pid, format!("fd {}: seek to {pos}", fi.fd)))?;

@@ -23,6 +23,7 @@ use stasis_image::flags::vma as vst;
 use stasis_image::pb;
 use stasis_sys::Pid;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 pub const PAGE: u64 = 4096;
@@ -268,6 +269,19 @@ pub fn clear_address_space(task: &mut Task, vmas: &[pb::VmaEntry]) -> Result<(),
     Ok(())
 }
 
+/// How `map_paths` names a file the restorer holds open as fd N (a memfd):
+/// the task takes it with `pidfd_getfd` instead of opening a path.
+const LOCAL_FD: &str = "restorer-fd:";
+
+/// The `map_paths` value for the restorer's fd `fd`.
+pub fn local_fd_path(fd: std::os::fd::RawFd) -> String {
+    format!("{LOCAL_FD}{fd}")
+}
+
+fn local_fd(path: &str) -> Option<std::os::fd::RawFd> {
+    path.strip_prefix(LOCAL_FD)?.parse().ok()
+}
+
 /// Maps every VMA at its address (writable for now where contents follow).
 pub fn map_vmas(
     task: &mut Task,
@@ -292,14 +306,13 @@ pub fn map_vmas(
         } else if v.status & vst::ANON_SHARED != 0 {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
             if let Some(&(owner, ostart, oend, opgoff)) = shared.get(&v.shmid) {
+                // The restorer opens the area's file through the owner's
+                // map_files (our /proc sees the owner whatever its pid
+                // namespace); the task takes that file.
                 let path = format!("/proc/{owner}/map_files/{ostart:x}-{oend:x}");
-                let p = task.put_str(0, &path).map_err(restore_io(pid, "write path"))?;
-                let fd = task
-                    .call(
-                        libc::SYS_openat,
-                        [libc::AT_FDCWD as u64, p, (libc::O_RDWR | libc::O_CLOEXEC) as u64, 0, 0, 0],
-                    )
+                let local = crate::kinds::special::open_local(&path, libc::O_RDWR as u32)
                     .map_err(restore_io(pid, format!("open {path}")))?;
+                let fd = crate::kinds::share::take_local(task, local.as_raw_fd(), &what)?;
                 let off = v.pgoff.saturating_sub(opgoff);
                 let r = task.call(libc::SYS_mmap, [v.start, len, prot, flags | libc::MAP_SHARED as u64, fd, off]);
                 let _ = task.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
@@ -322,11 +335,15 @@ pub fn map_vmas(
                         what: format!("mapping at {:#x} names file id {id}, which files.img lacks", v.start),
                         source: std::io::Error::from(std::io::ErrorKind::NotFound),
                     })?;
-                    let p = task.put_str(0, path).map_err(restore_io(pid, "write path"))?;
                     let oflags = v.fdflags.unwrap_or(libc::O_RDONLY as u32) as u64 | libc::O_CLOEXEC as u64;
-                    let fd = task
-                        .call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, oflags, 0, 0, 0])
-                        .map_err(restore_io(pid, format!("open {path} for mapping")))?;
+                    let fd = match local_fd(path) {
+                        Some(n) => crate::kinds::share::take_local(task, n, &what)?,
+                        None => {
+                            let p = task.put_str(0, path).map_err(restore_io(pid, "write path"))?;
+                            task.call(libc::SYS_openat, [libc::AT_FDCWD as u64, p, oflags, 0, 0, 0])
+                                .map_err(restore_io(pid, format!("open {path} for mapping")))?
+                        }
+                    };
                     open = Some((id, fd));
                     fd
                 }

@@ -15,6 +15,7 @@ use crate::proc::fdinfo::FdTarget;
 use crate::restore::stub::Task;
 use stasis_sys::{fd as sysfd, Pid};
 use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// For every fd, the first fd (in dump order) sharing its open file.
 #[derive(Default)]
@@ -79,23 +80,47 @@ impl Opened {
     }
 }
 
-/// Installs the open file `holder` has as fd `fd` of `task`.
+/// Installs the open file `holder` has as fd `fd` of `task`: a dup within
+/// the process, else the restorer takes a copy from the holder and the task
+/// takes it from the restorer.
 pub fn install_shared(task: &mut Task, holder: (Pid, u32), fd: u32, cloexec: bool) -> Result<(), RestoreError> {
     let pid = task.pid;
     let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-    let what = format!("fd {fd}: share fd {} of process {}", holder.1, holder.0);
+    let what = || format!("fd {fd}: share fd {} of process {}", holder.1, holder.0);
     if holder.0 == pid {
         if holder.1 != fd {
-            task.call(libc::SYS_dup3, [holder.1 as u64, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what))?;
+            task.call(libc::SYS_dup3, [holder.1 as u64, fd as u64, flags, 0, 0, 0]).map_err(restore_io(pid, what()))?;
         }
         return Ok(());
     }
-    let pidfd =
-        task.call(libc::SYS_pidfd_open, [holder.0 as u64, 0, 0, 0, 0, 0]).map_err(restore_io(pid, what.clone()))?;
-    let got = task.call(libc::SYS_pidfd_getfd, [pidfd, holder.1 as u64, 0, 0, 0, 0]);
-    let _ = task.call(libc::SYS_close, [pidfd, 0, 0, 0, 0, 0]);
-    let tmp = got.map_err(restore_io(pid, what.clone()))?;
-    move_fd(task, tmp, fd, cloexec, &what)
+    let local = stasis_sys::fd::copy_fd(holder.0, holder.1 as i32).map_err(restore_io(pid, what()))?;
+    install_local(task, local.as_fd(), fd, cloexec, &what())
+}
+
+/// Gives the task, as fd `fd`, the open file `local` of the restorer (taken
+/// with `pidfd_getfd` on the restorer pidfd every stub holds).
+pub fn install_local(
+    task: &mut Task,
+    local: BorrowedFd<'_>,
+    fd: u32,
+    cloexec: bool,
+    what: &str,
+) -> Result<(), RestoreError> {
+    let tmp = take_local(task, local.as_raw_fd(), what)?;
+    if tmp == fd as u64 && !cloexec {
+        // pidfd_getfd sets close-on-exec; this fd had it clear.
+        task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, 0, 0, 0, 0])
+            .map_err(restore_io(task.pid, format!("{what}: clear FD_CLOEXEC")))?;
+    }
+    move_fd(task, tmp, fd, cloexec, what)
+}
+
+/// The task takes a copy of the restorer's fd `local`; returns its number
+/// in the task (close-on-exec).
+/// `local` is a plain number: the restorer keeps that fd open meanwhile.
+pub fn take_local(task: &mut Task, local: RawFd, what: &str) -> Result<u64, RestoreError> {
+    task.call(libc::SYS_pidfd_getfd, [task.rfd, local as u64, 0, 0, 0, 0])
+        .map_err(restore_io(task.pid, format!("{what}: take the restorer's fd {local}")))
 }
 
 /// Moves fd `tmp` of the task, just opened or taken, to the number `fd`

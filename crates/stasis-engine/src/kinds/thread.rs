@@ -271,9 +271,9 @@ pub fn queue_signal(task: &mut Task, siginfo: &[u8], shared: bool) -> Result<(),
     let signo = u32_at(siginfo, 0) as u64;
     let a = task.put(512, &siginfo[..128]).map_err(restore_io(tid, "write siginfo"))?;
     let r = if shared {
-        task.call(libc::SYS_rt_sigqueueinfo, [task.pid as u64, signo, a, 0, 0, 0])
+        task.call(libc::SYS_rt_sigqueueinfo, [task.vpid as u64, signo, a, 0, 0, 0])
     } else {
-        task.call(libc::SYS_rt_tgsigqueueinfo, [task.pid as u64, tid as u64, signo, a, 0, 0])
+        task.call(libc::SYS_rt_tgsigqueueinfo, [task.vpid as u64, task.vtid as u64, signo, a, 0, 0])
     };
     r.map(drop).map_err(restore_io(tid, format!("queue signal {signo}")))
 }

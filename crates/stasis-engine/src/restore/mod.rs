@@ -24,7 +24,8 @@ use crate::kinds::{files, mm, signal, task, thread};
 use load::{ProcessImage, TreeImage};
 use stasis_sys::{proc_ctl, ptrace, Pid};
 use std::collections::HashMap;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stub::{Task, SCRATCH_LEN};
 
@@ -38,7 +39,10 @@ pub struct RestoreOpts {
 /// The running, restored tree.
 #[derive(Debug)]
 pub struct Restored {
+    /// The root's pid as the image names it (as the tree sees it).
     pub root_pid: Pid,
+    /// The root's pid as we see it.
+    pub root_host_pid: Pid,
     pub processes: usize,
     pub restore_time: Duration,
 }
@@ -125,12 +129,65 @@ fn check_ids_free(tree: &TreeImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// A loaded image set and what its restore stubs need, computed before any
+/// stub exists: the runtime forks a container's init (which becomes the
+/// root stub, see [`RootStub`]) after this.
+pub struct RestorePlan {
+    tree: TreeImage,
+    /// Where every stub's scratch area goes (`stub::SCRATCH_LEN` bytes).
+    pub scratch: u64,
+    /// The fd number every stub holds the restorer's pidfd at: above every
+    /// fd of the image.
+    pub stub_fd: i32,
+}
+
+impl RestorePlan {
+    /// The image's root process as the image names it.
+    pub fn root_pid(&self) -> Pid {
+        self.tree.processes[0].pid()
+    }
+}
+
+/// Reads and checks the images; nothing is created yet.
+pub fn plan(images: &Path) -> Result<RestorePlan, RestoreError> {
+    let tree = load::load(images)?;
+    let scratch = pick_scratch(&tree)?;
+    let max_fd = tree.processes.iter().flat_map(|p| p.fdinfo.iter().map(|f| f.fd)).max().unwrap_or(2);
+    let stub_fd = (max_fd + 1).max(3) as i32;
+    proc_ctl::raise_nofile(stub_fd as u64 + 1).map_err(restore_io(0, "raise the limit on open files"))?;
+    Ok(RestorePlan { tree, scratch, stub_fd })
+}
+
+/// A root process someone else prepared: a child of ours that made itself
+/// a stub with `proc_ctl::become_stub(plan.scratch, stub::SCRATCH_LEN,
+/// &stub::CODE, Some(StubFd { pidfd: <a pidfd of ours>, at: plan.stub_fd }))`
+/// after entering its namespaces (a new pid namespace, whose pid 1 it is)
+/// and its root file system. The tree is restored inside those namespaces.
+#[derive(Clone, Copy, Debug)]
+pub struct RootStub {
+    /// Its pid as we see it.
+    pub pid: Pid,
+}
+
 /// Restores the tree in `images`; returns once it runs.
 pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let t0 = Instant::now();
-    let tree = load::load(images)?;
-    check_ids_free(&tree)?;
-    let scratch = pick_scratch(&tree)?;
+    let plan = plan(images)?;
+    restore_planned(plan, opts, None, t0)
+}
+
+/// Restores a planned tree, into `root` when given (else the root process
+/// is created here, with its old pid).
+pub fn restore_planned(
+    plan: RestorePlan,
+    opts: &RestoreOpts,
+    root: Option<RootStub>,
+    t0: Instant,
+) -> Result<Restored, RestoreError> {
+    let RestorePlan { tree, scratch, stub_fd } = plan;
+    if root.is_none() {
+        check_ids_free(&tree)?;
+    }
     let _ = proc_ctl::set_child_subreaper(true);
     // Every injected call hands the CPU between us and a stopped task; on
     // one CPU that hand-off is a plain context switch, across CPUs it is a
@@ -143,8 +200,35 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
 
     // 2. The tree, as stubs.
     let mut tasks: HashMap<Pid, Task> = HashMap::new();
-    let mut root = Task::spawn_root(root_pid, scratch).map_err(creation_error(root_pid, "create the root process"))?;
-    tx.pids.push(root_pid);
+    let mut root = match root {
+        None => {
+            let me = stasis_sys::fd::pidfd_open(std::process::id() as Pid)
+                .map_err(restore_io(root_pid, "open a pidfd of the restorer"))?;
+            let keep = proc_ctl::StubFd { pidfd: me.as_raw_fd(), at: stub_fd };
+            Task::spawn_root(root_pid, scratch, keep).map_err(creation_error(root_pid, "create the root process"))?
+        }
+        Some(r) => {
+            tx.pids.push(r.pid);
+            if root_pid != 1 {
+                return Err(RestoreError::Invalid {
+                    dir: tree.dir.clone(),
+                    what: format!("the root process has pid {root_pid}; only a pid namespace's init (1) can be restored into a new one"),
+                });
+            }
+            Task::adopt(r.pid, root_pid, scratch, stub_fd as u64)
+                .map_err(restore_io(root_pid, "take over the root process"))?
+        }
+    };
+    if tx.pids.is_empty() {
+        tx.pids.push(root.pid);
+    }
+    let root_host = root.pid;
+    // Sockets are created here, by the restorer: in the tree's network
+    // namespace. Files the restorer creates for the tree (ghost files) go
+    // where the tree sees its `/`.
+    let _netns =
+        stasis_sys::ns::ThreadNetns::enter(root_host).map_err(restore_io(root_pid, "enter the network namespace"))?;
+    let fs_root = PathBuf::from(format!("/proc/{root_host}/root"));
     if root_img.pstree.sid == root_pid as u32 {
         root.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(root_pid, "setsid"))?;
     }
@@ -157,7 +241,7 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
             what: format!("the parent {} of process {pid} is not restored first", p.pstree.ppid),
         })?;
         let mut child = parent.fork_child(pid).map_err(creation_error(pid, "create process"))?;
-        tx.pids.push(pid);
+        tx.pids.push(child.pid);
         if p.pstree.sid == pid as u32 {
             child.call(libc::SYS_setsid, [0; 6]).map_err(restore_io(pid, "setsid"))?;
         }
@@ -167,7 +251,7 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
     fault::check("restore-after-tree").map_err(restore_io(root_pid, "fault injection"))?;
 
     // 3. Each process's contents.
-    let sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data)?;
+    let sources = files::FileSources::prepare(&tree.dir, &tree.files, &tree.pipe_data, &fs_root)?;
     let mut cx = ProcessCtx {
         files: tree.files.iter().map(|f| (f.id, f)).collect(),
         map_paths: sources.mapping_paths(&tree.files),
@@ -195,16 +279,21 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
     }
     crate::kinds::sockets::after_all_fds(&mut cx.fd)?;
     // Zombies: created by their parent, then made to exit with their code.
+    let mut zombies = Vec::new();
     for p in tree.processes.iter().filter(|p| p.is_zombie()) {
         let t = tasks.get_mut(&p.pid()).ok_or(RestoreError::Interrupted)?;
         let code = p.tc().map(|tc| tc.exit_code).unwrap_or(0) as u64;
         let _ = t.inj.syscall(libc::SYS_exit_group, [code, 0, 0, 0, 0, 0]);
+        zombies.push(t.pid);
     }
     fault::check("restore-before-release").map_err(restore_io(root_pid, "fault injection"))?;
     interrupted()?;
 
     // 4. Registers, then release.
     let mut ready: Vec<Pid> = Vec::new();
+    // A process job control had stopped is detached with SIGSTOP, so it is
+    // stopped again, as it was, before it runs a single instruction.
+    let mut stopped = std::collections::HashSet::new();
     for p in tree.processes.iter().filter(|p| !p.is_zombie()) {
         let pid = p.pid();
         for (t, (_, core)) in threads.remove(&pid).unwrap_or_default().into_iter().zip(p.cores.iter().skip(1)) {
@@ -217,9 +306,14 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
             t.call(libc::SYS_prctl, [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0])
                 .map_err(restore_io(pid, "clear parent-death signal"))?;
         }
-        let scratch = t.scratch;
+        let rfd = t.rfd;
+        t.call(libc::SYS_close, [rfd, 0, 0, 0, 0, 0]).map_err(restore_io(pid, "close the restorer's pidfd"))?;
+        if p.tc().is_some_and(|tc| tc.task_state == stasis_image::flags::task_state::STOPPED) {
+            stopped.insert(t.pid);
+        }
+        let (host, scratch) = (t.pid, t.scratch);
         finish_thread(t, &p.cores[0].1, Some(scratch))?;
-        ready.push(pid);
+        ready.push(host);
     }
     cx.sources.cleanup();
     if let Some(orig) = proc_ctl::original_affinity() {
@@ -228,24 +322,16 @@ pub fn restore(images: &Path, opts: &RestoreOpts) -> Result<Restored, RestoreErr
         }
     }
     drop(cpus);
-    // A process job control had stopped is detached with SIGSTOP, so it is
-    // stopped again, as it was, before it runs a single instruction.
-    let stopped: std::collections::HashSet<Pid> = tree
-        .processes
-        .iter()
-        .filter(|p| p.tc().is_some_and(|tc| tc.task_state == stasis_image::flags::task_state::STOPPED))
-        .map(|p| p.pid())
-        .collect();
     for tid in &ready {
         let sig = if stopped.contains(tid) { libc::SIGSTOP } else { 0 };
         let _ = ptrace::detach(*tid, sig);
     }
     // Zombies' tracer notifications.
-    for p in tree.processes.iter().filter(|p| p.is_zombie()) {
-        let _ = ptrace::wait(p.pid());
+    for z in zombies {
+        let _ = ptrace::wait(z);
     }
     tx.committed = true;
-    Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
+    Ok(Restored { root_pid, root_host_pid: root_host, processes: tree.processes.len(), restore_time: t0.elapsed() })
 }
 
 /// Pins the restorer to its current CPU (`proc_ctl::pin_self`, which keeps

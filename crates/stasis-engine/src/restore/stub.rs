@@ -21,19 +21,29 @@ use std::io;
 pub const SCRATCH_LEN: u64 = 64 * 1024;
 /// Where syscall arguments (paths, structs) are written.
 pub const DATA_OFF: u64 = 4096;
-/// `syscall; int3; int3`.
-const CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+/// `syscall; int3; int3`: what a stub's scratch area starts with.
+pub const CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
 
 const TRACE_OPTS: u64 = ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACECLONE | ptrace::O_EXITKILL;
 
 /// One stopped task of the tree being restored.
+///
+/// `pid`/`tid` are the ids we (the restorer) see: for ptrace, /proc and
+/// process_vm_*. `vpid`/`vtid` are the ids the image records and the task
+/// itself sees: for injected calls that name a process (the same numbers
+/// unless the tree lives in its own pid namespace).
 pub struct Task {
     /// Thread group id.
     pub pid: Pid,
     /// This task's id.
     pub tid: Pid,
+    pub vpid: Pid,
+    pub vtid: Pid,
     pub inj: Injector,
     pub scratch: u64,
+    /// The fd number where the task holds a pidfd of the restorer (see
+    /// `proc_ctl::StubFd`), to take the restorer's files with `pidfd_getfd`.
+    pub rfd: u64,
 }
 
 /// Waits for a new task's first stop and blocks every signal in it: signals
@@ -55,14 +65,23 @@ fn wait_initial_stop(tid: Pid) -> io::Result<()> {
 }
 
 impl Task {
-    /// Creates the root process with pid `pid`.
-    pub fn spawn_root(pid: Pid, scratch: u64) -> io::Result<Task> {
-        let tid = proc_ctl::spawn_stub(Some(pid), scratch, SCRATCH_LEN as usize, &CODE)?;
+    /// Creates the root process with pid `pid`, holding `keep` (a pidfd of
+    /// ours) at `keep.at`.
+    pub fn spawn_root(pid: Pid, scratch: u64, keep: proc_ctl::StubFd) -> io::Result<Task> {
+        let tid = proc_ctl::spawn_stub(Some(pid), scratch, SCRATCH_LEN as usize, &CODE, Some(keep))?;
+        Task::adopt(tid, pid, scratch, keep.at as u64)
+    }
+
+    /// Takes over a child of ours that made itself a stub with
+    /// `proc_ctl::become_stub(scratch, SCRATCH_LEN, stub::CODE, keep)` and
+    /// whose own view of its pid is `vpid` (1 for the init of a new pid
+    /// namespace).
+    pub fn adopt(tid: Pid, vpid: Pid, scratch: u64, rfd: u64) -> io::Result<Task> {
         wait_initial_stop(tid)?;
         ptrace::set_options(tid, TRACE_OPTS)?;
         let mut inj = Injector::new(tid, scratch)?;
         inj.set_trap_after(true);
-        Ok(Task { pid: tid, tid, inj, scratch })
+        Ok(Task { pid: tid, tid, vpid, vtid: vpid, inj, scratch, rfd })
     }
 
     /// Address of the data area.
@@ -114,15 +133,17 @@ impl Task {
                 e
             }
         })? as Pid;
-        let child = *out.new_tasks.first().unwrap_or(&ret);
-        if child != want {
-            return Err(io::Error::other(format!("clone3 gave pid {child}, wanted {want}")));
+        // clone3 returns the id the parent sees; the fork event gives ours.
+        if ret != want {
+            return Err(io::Error::other(format!("clone3 gave pid {ret}, wanted {want}")));
         }
+        let child = *out.new_tasks.first().ok_or_else(|| io::Error::other("clone3: no fork event"))?;
         wait_initial_stop(child)?;
         let mut inj = Injector::new(child, self.scratch)?;
         inj.set_trap_after(true);
-        let pid = if args.flags & libc::CLONE_THREAD as u64 != 0 { self.pid } else { child };
-        Ok(Task { pid, tid: child, inj, scratch: self.scratch })
+        let thread = args.flags & libc::CLONE_THREAD as u64 != 0;
+        let (pid, vpid) = if thread { (self.pid, self.vpid) } else { (child, want) };
+        Ok(Task { pid, tid: child, vpid, vtid: want, inj, scratch: self.scratch, rfd: self.rfd })
     }
 
     /// Forks a child process with pid `pid` (its parent is this task).

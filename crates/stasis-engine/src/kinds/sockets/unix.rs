@@ -166,7 +166,10 @@ pub fn dump(ctx: &mut FdDumpCtx<'_>, f: &FdSeen, sk: &OwnedFd, ino: u32) -> Resu
                 entry.name_dir = Some(cwd.to_string_lossy().into_owned());
                 path = cwd.join(path);
             }
-            match std::fs::metadata(&path) {
+            // The name is as the process sees the file system (its root may
+            // be a container's): look through its /proc root.
+            let seen = PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
+            match std::fs::metadata(&seen) {
                 Ok(m) if m.file_type().is_socket() && m.ino() as u32 == vino => {
                     entry.file_perms = Some(pb::FilePermsEntry { mode: m.mode(), uid: m.uid(), gid: m.gid() })
                 }

@@ -134,14 +134,13 @@ pub fn prepare(
         }
         st.memfds.insert(e.inode_id, fd);
     }
-    let me = std::process::id();
     for e in files {
         let Some(m) = &e.memfd else { continue };
         let fd = st.memfds.get(&(m.inode_id as u64)).ok_or_else(|| RestoreError::Invalid {
             dir: dir.to_path_buf(),
             what: format!("memfd file {} refers to memfd {}, which memfd.img lacks", e.id, m.inode_id),
         })?;
-        map_paths.insert(e.id, format!("/proc/{me}/fd/{}", fd.as_raw_fd()));
+        map_paths.insert(e.id, crate::kinds::mm::local_fd_path(fd.as_raw_fd()));
     }
     Ok(())
 }

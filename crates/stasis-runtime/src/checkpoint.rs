@@ -1,0 +1,395 @@
+//! Container checkpoint and restore over the engine: podman's verbs
+//! (`container checkpoint/restore`, export and import archives) and
+//! docker's (named checkpoints: `checkpoint create/ls/rm`, `start
+//! --checkpoint`).
+//!
+//! A checkpoint is a *bundle*, a directory in podman's archive layout:
+//! `config.dump` (our container config), `spec.dump` (an OCI-style spec of
+//! what the container runs), `network.status` (address, MAC, ports),
+//! `stats-dump`, `checkpoint/` (the engine's images) and, in exports,
+//! `rootfs-diff.tar` + `deleted.files` and `ctr.log`. podman's in-place
+//! checkpoint lives in `ROOT/containers/ID/checkpoint-bundle`; docker's
+//! named ones in `ROOT/containers/ID/checkpoints/NAME` or
+//! `--checkpoint-dir DIR/NAME`. Bundles are built in a staging directory and
+//! renamed into place: a failed checkpoint leaves none, and the engine
+//! leaves the container running as it was.
+//!
+//! Restore starts a new monitor in restore mode: it builds the container's
+//! namespaces, rootfs, cgroups and network as for a start, but its init
+//! becomes the engine's root stub (see `monitor::RestoreReq`), and the
+//! tree's stdout/stderr (inherited fds 0-2) are the new monitor's pipes,
+//! so the log goes on where it stopped.
+
+use crate::ckpt_archive::{self, Compression};
+use crate::container;
+use crate::error::{Ctx, Result, RuntimeError};
+use crate::image;
+use crate::monitor::RestoreReq;
+use crate::store::{self, ContainerConfig, ContainerState, Status, Store};
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The engine's images inside a bundle.
+const IMAGES: &str = "checkpoint";
+/// podman's in-place bundle of a container.
+const BUNDLE: &str = "checkpoint-bundle";
+
+/// What `container checkpoint` / `checkpoint create` were asked for.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointOpts {
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    /// Write an archive of the bundle here (`--export`).
+    pub export: Option<PathBuf>,
+    pub ignore_rootfs: bool,
+    pub compression: Option<Compression>,
+    /// docker's named checkpoint: the bundle goes to `dir/NAME`.
+    pub named: Option<Named>,
+}
+
+/// A docker-style named checkpoint.
+#[derive(Clone, Debug)]
+pub struct Named {
+    /// `--checkpoint-dir`, else the container's own `checkpoints/`.
+    pub dir: Option<PathBuf>,
+    pub name: String,
+}
+
+/// What `container restore` / `start --checkpoint` were asked for.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOpts {
+    pub tcp_established: bool,
+    /// Keep the in-place bundle after a successful restore.
+    pub keep: bool,
+    pub ignore_rootfs: bool,
+    pub ignore_static_ip: bool,
+    pub ignore_static_mac: bool,
+    /// New `-p` mappings (replacing the checkpointed ones) when not empty.
+    pub publish: Vec<String>,
+    /// Name of the container `--import` creates.
+    pub name: Option<String>,
+    pub named: Option<Named>,
+}
+
+fn named_dir(store: &Store, cfg: &ContainerConfig, n: &Named) -> Result<PathBuf> {
+    if n.name.is_empty() || n.name.contains('/') || n.name.starts_with('.') {
+        return Err(RuntimeError::Invalid(format!("invalid checkpoint name {:?}", n.name)));
+    }
+    let base = n.dir.clone().unwrap_or_else(|| store.ctr_dir(&cfg.id).join("checkpoints"));
+    Ok(base.join(&n.name))
+}
+
+fn bundle_dir(store: &Store, cfg: &ContainerConfig, named: Option<&Named>) -> Result<PathBuf> {
+    match named {
+        Some(n) => named_dir(store, cfg, n),
+        None => Ok(store.ctr_dir(&cfg.id).join(BUNDLE)),
+    }
+}
+
+fn is_bundle(dir: &Path) -> bool {
+    dir.join(IMAGES).join("inventory.img").is_file() && dir.join("config.dump").is_file()
+}
+
+/// An OCI-style description of what the container runs (podman's
+/// `spec.dump` is the runtime's config.json).
+fn spec_of(cfg: &ContainerConfig) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": { "args": cfg.command, "env": cfg.env, "cwd": cfg.workdir },
+        "root": { "path": "rootfs" },
+        "hostname": cfg.hostname,
+        "linux": { "namespaces": [
+            { "type": "pid" }, { "type": "mount" }, { "type": "uts" }, { "type": "ipc" }, { "type": "network" },
+        ] },
+        "annotations": { "io.stasis.image": cfg.image_name, "io.stasis.image-id": cfg.image_id },
+    })
+}
+
+fn write_value(path: &Path, v: &Value) -> Result<()> {
+    let data = serde_json::to_vec_pretty(v).map_err(|e| RuntimeError::Invalid(format!("encoding json: {e}")))?;
+    fs::write(path, data).ctx(|| format!("writing {}", path.display()))
+}
+
+/// Replaces `target` by the directory `staging` (rename; an old target is
+/// moved aside first and removed after).
+fn commit_dir(staging: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    let old = target.with_file_name(format!(".{}.old-{}", file_name(target), std::process::id()));
+    let had = target.exists();
+    if had {
+        fs::rename(target, &old).ctx(|| format!("moving {} aside", target.display()))?;
+    }
+    if let Err(e) = fs::rename(staging, target) {
+        if had {
+            let _ = fs::rename(&old, target);
+        }
+        return Err(e).ctx(|| format!("renaming {} to {}", staging.display(), target.display()));
+    }
+    if had {
+        let _ = fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// Removes a staging directory unless disarmed.
+struct Staging(Option<PathBuf>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Checkpoints a running container; returns podman-style statistics.
+pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> Result<Value> {
+    let t0 = Instant::now();
+    let _lock = store.lock_container(&cfg.id)?;
+    let st = container::refresh(store, cfg);
+    if st.status != Status::Running {
+        return Err(RuntimeError::Invalid(format!("container {} is not running", cfg.name)));
+    }
+    let target = bundle_dir(store, cfg, o.named.as_ref())?;
+    let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
+    fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    let staging = parent.join(format!(".{}.tmp-{}", file_name(&target), std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir(&staging).ctx(|| format!("creating {}", staging.display()))?;
+    let mut guard = Staging(Some(staging.clone()));
+
+    store::write_json_atomic(&staging.join("config.dump"), cfg)?;
+    write_value(&staging.join("spec.dump"), &spec_of(cfg))?;
+    write_value(&staging.join("network.status"), &json!(st.net))?;
+    let dopts = stasis_engine::DumpOpts { leave_running: o.leave_running, tcp_established: o.tcp_established };
+    let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
+        .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
+    let runtime_us = micros(t0.elapsed());
+    let criu = json!({
+        "freezing_time": micros(stats.freezing_time),
+        "frozen_time": micros(stats.frozen_time),
+        "memdump_time": micros(stats.memdump_time),
+        "memwrite_time": micros(stats.memdump_time),
+        "pages_scanned": stats.pages_scanned,
+        "pages_written": stats.pages_written,
+    });
+    write_value(&staging.join("stats-dump"), &criu)?;
+    if o.export.is_some() {
+        let log = store.ctr_dir(&cfg.id).join("ctr.log");
+        if log.exists() {
+            fs::copy(&log, staging.join("ctr.log")).ctx(|| format!("copying {}", log.display()))?;
+        }
+        if !o.ignore_rootfs {
+            ckpt_archive::write_rootfs_diff(&store.ctr_dir(&cfg.id).join("upper"), &staging)?;
+        }
+    }
+    if !o.leave_running {
+        // The engine killed the tree; the monitor records the exit and
+        // releases the network and cgroups. Then we mark it checkpointed.
+        if !container::wait_stopped(store, cfg, Duration::from_secs(10)) {
+            log::warn!("the monitor of {} did not record the exit in time", cfg.name);
+        }
+        let mut now = store.read_state(&cfg.id);
+        if now.status == Status::Running {
+            now = container::refresh(store, cfg);
+        }
+        now.checkpointed = true;
+        store.write_state(&cfg.id, &now)?;
+    }
+    commit_dir(&staging, &target)?;
+    guard.0 = None;
+    if let Some(out) = &o.export {
+        ckpt_archive::pack(&target, out, o.compression.unwrap_or(Compression::Zstd))?;
+    }
+    Ok(json!({
+        "stasis_checkpoint_duration": micros(t0.elapsed()),
+        "container_statistics": [{
+            "Id": cfg.id, "Name": cfg.name,
+            "runtime_checkpoint_duration": runtime_us,
+            "criu_statistics": criu,
+        }],
+    }))
+}
+
+/// The engine's plan for restoring the bundle of `r` (run by the monitor
+/// before it forks the init).
+pub fn plan_restore(r: &RestoreReq) -> Result<stasis_engine::restore::RestorePlan> {
+    stasis_engine::restore::plan(&r.dir.join(IMAGES))
+        .map_err(|source| RuntimeError::Restore { what: "reading the checkpoint".into(), source })
+}
+
+/// Restores the planned tree into the init `pid` the monitor forked (a
+/// stub by now, in the container's namespaces and rootfs); records the
+/// statistics in the bundle (`stats-restore`).
+pub fn restore_into(
+    _store: &Store,
+    cfg: &ContainerConfig,
+    r: &RestoreReq,
+    plan: stasis_engine::restore::RestorePlan,
+    pid: i32,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let opts = stasis_engine::RestoreOpts { tcp_established: r.tcp_established };
+    let root = stasis_engine::restore::RootStub { pid };
+    let done = stasis_engine::restore::restore_planned(plan, &opts, Some(root), t0)
+        .map_err(|source| RuntimeError::Restore { what: format!("restoring container {}", cfg.name), source })?;
+    let stats = json!({ "restore_time": micros(done.restore_time), "processes": done.processes });
+    let _ = write_value(&r.dir.join("stats-restore"), &stats);
+    Ok(())
+}
+
+/// Restores a stopped container from its checkpoint (podman's in-place
+/// bundle, or docker's named one); returns statistics.
+pub fn restore(store: &Store, cfg: &ContainerConfig, exe: &Path, o: &RestoreOpts) -> Result<Value> {
+    let t0 = Instant::now();
+    let _lock = store.lock_container(&cfg.id)?;
+    restore_locked(store, cfg.clone(), exe, o, t0)
+}
+
+fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &RestoreOpts, t0: Instant) -> Result<Value> {
+    if container::is_running(store, &cfg) {
+        return Err(RuntimeError::Conflict(format!("container {} is running: it cannot be restored", cfg.name)));
+    }
+    let bundle = bundle_dir(store, &cfg, o.named.as_ref())?;
+    if !is_bundle(&bundle) {
+        return Err(RuntimeError::NotFound(match &o.named {
+            Some(n) => format!("container {} has no checkpoint {:?} in {}", cfg.name, n.name, bundle.display()),
+            None => format!("container {} has no checkpoint to restore", cfg.name),
+        }));
+    }
+    let changed = !o.publish.is_empty() || o.ignore_static_ip || o.ignore_static_mac;
+    if !o.publish.is_empty() {
+        cfg.publish = o.publish.clone();
+    }
+    if o.ignore_static_ip {
+        cfg.ip = None;
+    }
+    if o.ignore_static_ip || o.ignore_static_mac {
+        cfg.mac = None;
+    }
+    if changed {
+        for p in &cfg.publish {
+            crate::network::parse_publish(p).ctx(|| "invalid -p")?;
+        }
+        store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), &cfg)?;
+    }
+    let req = RestoreReq { dir: bundle.clone(), tcp_established: o.tcp_established };
+    let _ = fs::remove_file(bundle.join("stats-restore"));
+    container::start_locked(store, &cfg, exe, Some(&req))?;
+    let stats: Value = store::read_json(&bundle.join("stats-restore")).unwrap_or(Value::Null);
+    let mut st = store.read_state(&cfg.id);
+    st.checkpointed = false;
+    store.write_state(&cfg.id, &st)?;
+    if o.named.is_none() && !o.keep {
+        let _ = fs::remove_dir_all(&bundle);
+    }
+    Ok(json!({
+        "stasis_restore_duration": micros(t0.elapsed()),
+        "container_statistics": [{
+            "Id": cfg.id, "Name": cfg.name,
+            "runtime_restore_duration": stats.get("restore_time").cloned().unwrap_or(Value::Null),
+            "criu_statistics": stats,
+        }],
+    }))
+}
+
+/// Recreates a container from an exported archive (`restore --import`) and
+/// restores it; on failure nothing of it is left.
+pub fn import(store: &Store, archive: &Path, exe: &Path, o: &RestoreOpts) -> Result<(ContainerConfig, Value)> {
+    let t0 = Instant::now();
+    let unpacked = store.tmp_dir().join(format!("import-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&unpacked);
+    let _cleanup = Staging(Some(unpacked.clone()));
+    ckpt_archive::unpack(archive, &unpacked)?;
+    let mut cfg: ContainerConfig = store::read_json(&unpacked.join("config.dump"))?;
+    let img = image::find(store, &cfg.image_id).or_else(|_| image::find(store, &cfg.image_name)).map_err(|_| {
+        RuntimeError::NotFound(format!(
+            "{}: the container's image {} ({}) is not on this host: load or import it first",
+            archive.display(),
+            cfg.image_name,
+            &cfg.image_id[..12.min(cfg.image_id.len())]
+        ))
+    })?;
+    cfg.image_id = img.id.clone();
+    if let Some(n) = &o.name {
+        cfg.name = n.clone();
+        cfg.id = store::new_id();
+    }
+    let dir = store.ctr_dir(&cfg.id);
+    {
+        let _lock = store.lock_store()?;
+        if let Some(c) = store.containers().iter().find(|c| c.name == cfg.name || c.id == cfg.id) {
+            return Err(RuntimeError::Conflict(format!(
+                "the container name {:?} is already in use by {}: restore with --name NEW",
+                cfg.name,
+                &c.id[..12]
+            )));
+        }
+        fs::create_dir_all(dir.join("work")).ctx(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir.join("upper")).ctx(|| format!("creating {}", dir.display()))?;
+        if let Err(e) = store::write_json_atomic(&dir.join("config.json"), &cfg) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    }
+    let res = (|| {
+        if !o.ignore_rootfs {
+            ckpt_archive::apply_rootfs_diff(&unpacked, &dir.join("upper"))?;
+        }
+        let log = unpacked.join("ctr.log");
+        if log.exists() {
+            fs::rename(&log, dir.join("ctr.log")).ctx(|| "moving ctr.log")?;
+        }
+        let bundle = dir.join(BUNDLE);
+        fs::rename(&unpacked, &bundle).ctx(|| format!("moving the checkpoint to {}", bundle.display()))?;
+        let _lock = store.lock_container(&cfg.id)?;
+        restore_locked(store, cfg.clone(), exe, &RestoreOpts { named: None, ..o.clone() }, t0)
+    })();
+    match res {
+        Ok(stats) => Ok((cfg, stats)),
+        Err(e) => {
+            let st: ContainerState = store.read_state(&cfg.id);
+            crate::monitor::cleanup(store, &cfg.id, &st);
+            let _ = fs::remove_dir_all(store.ctr_run_dir(&cfg.id));
+            let _ = fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// docker's `checkpoint ls`: the names of the container's checkpoints.
+pub fn list_named(store: &Store, cfg: &ContainerConfig, dir: Option<&Path>) -> Vec<String> {
+    let base = dir.map(Path::to_path_buf).unwrap_or_else(|| store.ctr_dir(&cfg.id).join("checkpoints"));
+    let mut names: Vec<String> = fs::read_dir(&base)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| is_bundle(&e.path()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// docker's `checkpoint rm`.
+pub fn remove_named(store: &Store, cfg: &ContainerConfig, n: &Named) -> Result<()> {
+    let dir = named_dir(store, cfg, n)?;
+    if !is_bundle(&dir) {
+        return Err(RuntimeError::NotFound(format!("container {} has no checkpoint {:?}", cfg.name, n.name)));
+    }
+    fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))
+}
