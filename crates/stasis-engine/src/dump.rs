@@ -25,6 +25,10 @@ pub struct DumpOpts {
     pub leave_running: bool,
     /// Dump established TCP connections (TCP_REPAIR) instead of refusing.
     pub tcp_established: bool,
+    /// Files outside the tree the restorer will supply (`"pipe:[INO]"`, as
+    /// /proc/PID/fd shows them): recorded as external with that key, at any
+    /// fd number. A container's stdout/stderr pipes to its monitor.
+    pub external: Vec<String>,
 }
 
 /// What a dump did and how long it took.

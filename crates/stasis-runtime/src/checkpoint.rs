@@ -26,13 +26,34 @@ use crate::error::{Ctx, Result, RuntimeError};
 use crate::image;
 use crate::monitor::RestoreReq;
 use crate::store::{self, ContainerConfig, ContainerState, Status, Store};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fs;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The engine's images inside a bundle.
 const IMAGES: &str = "checkpoint";
+/// Which external files of the images are the container's stdout/stderr.
+const STDIO: &str = "stdio.json";
+
+/// The keys (`pipe:[INO]`) of the container's stdout and stderr pipes.
+#[derive(Serialize, Deserialize, Default, Debug)]
+struct Stdio {
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+impl Stdio {
+    fn of(pid: i32) -> Stdio {
+        let key = |fd: i32| {
+            let l = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?.to_string_lossy().into_owned();
+            l.starts_with("pipe:[").then_some(l)
+        };
+        Stdio { stdout: key(1), stderr: key(2) }
+    }
+}
 /// podman's in-place bundle of a container.
 const BUNDLE: &str = "checkpoint-bundle";
 
@@ -173,7 +194,15 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
     store::write_json_atomic(&staging.join("config.dump"), cfg)?;
     write_value(&staging.join("spec.dump"), &spec_of(cfg))?;
     write_value(&staging.join("network.status"), &json!(st.net))?;
-    let dopts = stasis_engine::DumpOpts { leave_running: o.leave_running, tcp_established: o.tcp_established };
+    // The tree's stdout/stderr are pipes to the monitor: recorded as
+    // external files by key, and given the new monitor's pipes on restore.
+    let stdio = Stdio::of(st.pid);
+    write_value(&staging.join(STDIO), &json!(stdio))?;
+    let dopts = stasis_engine::DumpOpts {
+        leave_running: o.leave_running,
+        tcp_established: o.tcp_established,
+        external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
+    };
     let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
     let runtime_us = micros(t0.elapsed());
@@ -239,9 +268,17 @@ pub fn restore_into(
     r: &RestoreReq,
     plan: stasis_engine::restore::RestorePlan,
     pid: i32,
+    (out, err): (RawFd, RawFd),
 ) -> Result<()> {
     let t0 = Instant::now();
-    let opts = stasis_engine::RestoreOpts { tcp_established: r.tcp_established };
+    let stdio: Stdio = store::read_json(&r.dir.join(STDIO)).unwrap_or_default();
+    let mut inherit = Vec::new();
+    for (key, fd) in [(stdio.stdout, out), (stdio.stderr, err)] {
+        if let Some(k) = key {
+            inherit.push((k, fd));
+        }
+    }
+    let opts = stasis_engine::RestoreOpts { tcp_established: r.tcp_established, inherit };
     let root = stasis_engine::restore::RootStub { pid };
     let done = stasis_engine::restore::restore_planned(plan, &opts, Some(root), t0)
         .map_err(|source| RuntimeError::Restore { what: format!("restoring container {}", cfg.name), source })?;

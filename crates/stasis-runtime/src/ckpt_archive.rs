@@ -37,7 +37,7 @@ use crate::error::{Ctx, Result, RuntimeError};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The rootfs diff inside a checkpoint dir (podman's names).
@@ -162,6 +162,9 @@ pub fn apply_rootfs_diff(dir: &Path, upper: &Path) -> Result<()> {
         if src.eof {
             return Err(RuntimeError::Archive(format!("{what}: truncated (no end-of-archive marker)")));
         }
+        for sp in special_entries(&tar_path)? {
+            sp.make(&staging.new)?;
+        }
     }
     for rel in &deleted {
         make_whiteout(&staging.new, rel)?;
@@ -178,6 +181,77 @@ pub fn apply_rootfs_diff(dir: &Path, upper: &Path) -> Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// A fifo or device node of the diff. `tar` (so `archive::extract`) unpacks
+/// them as empty regular files; they are made again from their headers.
+struct Special {
+    rel: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    major: u32,
+    minor: u32,
+}
+
+/// The fifos and devices of the tar at `path`, from a pass over its headers
+/// (seeking over the data; a compressed tar is read through instead).
+fn special_entries(path: &Path) -> Result<Vec<Special>> {
+    let what = || format!("reading {}", path.display());
+    let plain = File::open(path).ctx(what)?;
+    let mut ar = tar::Archive::new(io::BufReader::new(plain));
+    match ar.entries_with_seek().and_then(collect_special) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let mut ar = tar::Archive::new(archive::open_decompressed(path)?);
+            ar.entries().and_then(collect_special).ctx(what)
+        }
+    }
+}
+
+fn collect_special<R: Read>(entries: tar::Entries<'_, R>) -> io::Result<Vec<Special>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        let h = e.header();
+        let kind = h.entry_type();
+        let ty = match kind {
+            tar::EntryType::Fifo => libc::S_IFIFO,
+            tar::EntryType::Char => libc::S_IFCHR,
+            tar::EntryType::Block => libc::S_IFBLK,
+            _ => continue,
+        };
+        let path = e.path()?;
+        let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        // `extract` refused `..`; a `.wh.` name became a whiteout there.
+        let name = rel.file_name().map(|n| n.as_encoded_bytes().starts_with(b".wh.")).unwrap_or(true);
+        if name || path.components().any(|c| c == Component::ParentDir) {
+            continue;
+        }
+        let dev = |n: Option<u32>| n.unwrap_or(0);
+        out.push(Special {
+            rel,
+            mode: ty | (h.mode()? & 0o7777),
+            uid: h.uid()?,
+            gid: h.gid()?,
+            major: dev(h.device_major()?),
+            minor: dev(h.device_minor()?),
+        });
+    }
+    Ok(out)
+}
+
+impl Special {
+    fn make(&self, root: &Path) -> Result<()> {
+        let parent = make_dirs(root, self.rel.parent().unwrap_or(Path::new("")))?;
+        let p = parent.join(self.rel.file_name().unwrap_or_default());
+        remove_any(&p).ctx(|| format!("removing {}", p.display()))?;
+        let made = || format!("creating {}", p.display());
+        stasis_sys::ns::mknod(&p, self.mode, self.major, self.minor).ctx(made)?;
+        let (uid, gid) = (u32::try_from(self.uid).ok(), u32::try_from(self.gid).ok());
+        std::os::unix::fs::lchown(&p, uid, gid).ctx(made)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(self.mode & 0o7777)).ctx(made)
+    }
 }
 
 /// Paths of a JSON array file (absent: none), made relative. A leading `/`
@@ -319,6 +393,7 @@ impl Merge<'_> {
         for e in fs::read_dir(src).ctx(|| format!("reading {}", src.display()))? {
             names.push(e.ctx(|| format!("reading {}", src.display()))?.file_name());
         }
+        names.sort();
         for name in names {
             let (s, d, r) = (src.join(&name), dst.join(&name), rel.join(&name));
             let staged_dir = fs::symlink_metadata(&s).ctx(|| format!("reading {}", s.display()))?.is_dir();
@@ -455,7 +530,9 @@ fn unpack_into(src: Box<dyn Read>, dest: &Path, what: &str) -> Result<()> {
     };
     match stop {
         Some(Stop::Refused(e)) => Err(e),
-        Some(Stop::Read(e)) => Err(reader_failed(&src).unwrap_or_else(|| corrupt(&e))),
+        Some(Stop::Read(e)) => {
+            Err(reader_failed(&src).unwrap_or_else(|| corrupt(&format!("bad tar header: {}", tidy(&e.to_string())))))
+        }
         Some(Stop::Write(entry, e)) => match reader_failed(&src) {
             Some(err) => Err(err),
             None => Err(e).ctx(|| format!("{what}: unpacking {} into {}", entry.display(), dest.display())),
@@ -478,6 +555,7 @@ fn unpack_entries(src: &mut Tracked<Box<dyn Read>>, dest: &Path, what: &str) -> 
     ar.set_preserve_ownerships(true);
     ar.set_overwrite(true);
     let mut count = 0usize;
+    let buf = &mut vec![0u8; BUF_SIZE];
     for entry in ar.entries().map_err(Stop::Read)? {
         let mut entry = entry.map_err(Stop::Read)?;
         count += 1;
@@ -491,6 +569,10 @@ fn unpack_entries(src: &mut Tracked<Box<dyn Read>>, dest: &Path, what: &str) -> 
                 raw.display(),
                 link.display()
             ))));
+        }
+        if entry.header().entry_type().is_file() {
+            write_file(&mut entry, &dest.join(&rel), buf).map_err(|e| Stop::Write(raw, e))?;
+            continue;
         }
         match entry.unpack_in(dest) {
             Ok(true) => {}
@@ -507,6 +589,51 @@ fn unpack_entries(src: &mut Tracked<Box<dyn Read>>, dest: &Path, what: &str) -> 
         return Err(Stop::Read(io::Error::new(io::ErrorKind::InvalidData, "no tar entries")));
     }
     Ok(())
+}
+
+/// A `tar` error fit for one line: its messages may quote the bytes of a
+/// damaged header ("numeric field did not have utf-8 text: \u{fffd}...").
+fn tidy(msg: &str) -> String {
+    let msg = msg.split(" when getting ").next().unwrap_or(msg);
+    match msg.find(|c: char| !(c.is_ascii_graphic() || c == ' ')) {
+        None => msg.to_string(),
+        Some(bad) => msg[..bad].rsplit_once(": ").map_or("unreadable", |(head, _)| head).to_string(),
+    }
+}
+
+/// A regular file of the archive at `path` (whose parents hold no symlink),
+/// copied in large chunks (`unpack_in` writes 8 KiB at a time), then given
+/// the header's owner, mode and mtime as `unpack_in` would.
+fn write_file<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path, buf: &mut [u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => fs::remove_file(path)?,
+        _ => {}
+    }
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let size = entry.header().size()?;
+    let mut n = 0u64;
+    loop {
+        match entry.read(buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                f.write_all(&buf[..k])?;
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if n != size {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{n} of {size} bytes")));
+    }
+    let h = entry.header();
+    let (uid, gid) = (u32::try_from(h.uid()?).ok(), u32::try_from(h.gid()?).ok());
+    std::os::unix::fs::fchown(&f, uid, gid)?;
+    f.set_permissions(fs::Permissions::from_mode(h.mode()? & 0o7777))?;
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(h.mtime()?))
 }
 
 /// The first parent of `rel` under `root` that is a symlink: a checkpoint
@@ -757,5 +884,532 @@ impl<'a, W: Write> TreeWriter<'a, W> {
         let out = self.out;
         let w = self.tar.into_inner().ctx(|| format!("writing {}", out.display()))?;
         Ok((w, self.overlay))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{chown, lchown, symlink};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    /// A fresh dir under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("stasis-ckpt-{tag}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        fn join(&self, rel: &str) -> PathBuf {
+            self.0.join(rel)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A mount, detached on drop (before its TempDir goes).
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = stasis_sys::ns::umount2(&self.0, stasis_sys::ns::MNT_DETACH);
+        }
+    }
+
+    fn root() -> bool {
+        let root = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        if !root {
+            println!("SKIP: needs root (mknod, chown, trusted xattrs, overlay mounts)");
+        }
+        root
+    }
+
+    fn write(p: &Path, data: &[u8], mode: u32) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn whiteout(p: &Path) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        stasis_sys::ns::mknod(p, stasis_sys::ns::S_IFCHR, 0, 0).unwrap();
+    }
+
+    fn is_whiteout(p: &Path) -> bool {
+        fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Deterministic bytes that do not compress.
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn json_list(p: &Path) -> Vec<String> {
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    }
+
+    /// A tar entry with its name and link name set as raw bytes, so `..`
+    /// and absolute names get through (`tar`'s setters refuse them).
+    fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_000_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut b, name, *kind, link, data);
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A checkpoint dir as the checkpoint code leaves it.
+    fn checkpoint_dir(dir: &Path) {
+        write(&dir.join("config.dump"), br#"{"id":"abc"}"#, 0o600);
+        write(&dir.join("spec.dump"), br#"{"ociVersion":"1.0.2"}"#, 0o600);
+        write(&dir.join("network.status"), b"[]", 0o644);
+        write(&dir.join("stats-dump"), br#"{"checkpointDuration":1}"#, 0o644);
+        write(&dir.join("ctr.log"), b"started\n", 0o644);
+        write(&dir.join("checkpoint/inventory.img"), &noise(300, 1), 0o600);
+        write(&dir.join("checkpoint/core-1.img"), &noise(4096, 2), 0o600);
+        let mut pages = noise(1 << 20, 3);
+        pages.extend(std::iter::repeat_n(0u8, 1 << 20));
+        write(&dir.join("checkpoint/pages-1.img"), &pages, 0o600);
+        write(&dir.join("rootfs-diff.tar"), &raw_tar(&[("a", tar::EntryType::Regular, "", b"x")]), 0o600);
+        write(&dir.join("deleted.files"), br#"["etc/motd"]"#, 0o600);
+    }
+
+    /// Every file under `a` equals the one under `b` (bytes, mode), and
+    /// both hold the same names.
+    fn assert_same_tree(a: &Path, b: &Path) {
+        assert_eq!(names(a), names(b), "{} vs {}", a.display(), b.display());
+        for n in names(a) {
+            let (x, y) = (a.join(&n), b.join(&n));
+            assert_eq!(mode(&x), mode(&y), "mode of {}", y.display());
+            if x.is_dir() {
+                assert_same_tree(&x, &y);
+            } else {
+                assert!(fs::read(&x).unwrap() == fs::read(&y).unwrap(), "content of {}", y.display());
+            }
+        }
+    }
+
+    #[test]
+    fn tar_errors_tidied() {
+        assert_eq!(
+            tidy("numeric field did not have utf-8 text: \u{fffd}\u{1}A when getting cksum for x"),
+            "numeric field did not have utf-8 text"
+        );
+        assert_eq!(tidy("archive header checksum mismatch"), "archive header checksum mismatch");
+        assert_eq!(tidy("\u{fffd}"), "unreadable");
+    }
+
+    #[test]
+    fn compression_names() {
+        for (s, c) in [
+            ("zstd", Compression::Zstd),
+            ("zst", Compression::Zstd),
+            ("ZSTD", Compression::Zstd),
+            ("gzip", Compression::Gzip),
+            ("gz", Compression::Gzip),
+            ("none", Compression::None),
+            ("uncompressed", Compression::None),
+        ] {
+            assert_eq!(Compression::parse(s).unwrap(), c, "{s}");
+        }
+        let e = Compression::parse("lz4").unwrap_err();
+        assert!(matches!(e, RuntimeError::Invalid(_)));
+        assert_eq!(e.to_string(), "unknown compression 'lz4' (accepted: zstd, gzip, none)");
+    }
+
+    #[test]
+    fn rootfs_diff_round_trip() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("diff");
+        let up = t.join("upper");
+        write(&up.join("file.txt"), b"hello", 0o640);
+        chown(up.join("file.txt"), Some(1234), Some(5678)).unwrap();
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        File::options().write(true).open(up.join("file.txt")).unwrap().set_modified(mtime).unwrap();
+        fs::hard_link(up.join("file.txt"), up.join("hard")).unwrap();
+        write(&up.join("dir/sub/nested.txt"), b"nested", 0o600);
+        fs::set_permissions(up.join("dir"), fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("file.txt", up.join("link")).unwrap();
+        symlink("/etc/hostname", up.join("abs_link")).unwrap();
+        lchown(up.join("link"), Some(42), Some(43)).unwrap();
+        stasis_sys::ns::mknod(&up.join("fifo"), libc::S_IFIFO | 0o644, 0, 0).unwrap();
+        stasis_sys::ns::mknod(&up.join("dir/null"), libc::S_IFCHR | 0o666, 1, 3).unwrap();
+        fs::set_permissions(up.join("dir/null"), fs::Permissions::from_mode(0o666)).unwrap();
+        whiteout(&up.join("gone"));
+        whiteout(&up.join("dir/gone2"));
+        write(&up.join("opq/new"), b"new", 0o644);
+        stasis_sys::ns::lsetxattr(&up.join("opq"), OPAQUE_XATTR, b"y").unwrap();
+
+        // The detector stands in for lgetxattr, which stasis-sys lacks.
+        let ck = t.join("ck");
+        fs::create_dir(&ck).unwrap();
+        write_diff(&up, &ck, &|p: &Path| Ok(p.file_name() == Some("opq".as_ref()))).unwrap();
+        assert_eq!(json_list(&ck.join(DELETED_FILES)), ["dir/gone2", "gone"]);
+        assert_eq!(json_list(&ck.join(OPAQUE_DIRS)), ["opq"]);
+        let mut ar = tar::Archive::new(File::open(ck.join(ROOTFS_DIFF)).unwrap());
+        let mut listed = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            if p == "hard" {
+                assert_eq!(e.header().entry_type(), tar::EntryType::Link);
+                assert_eq!(e.link_name().unwrap().unwrap(), Path::new("file.txt"));
+            }
+            listed.push(p);
+        }
+        assert!(!listed.iter().any(|p| p.contains("gone")), "whiteouts archived: {listed:?}");
+        assert!(listed.contains(&"dir/sub/nested.txt".to_string()), "{listed:?}");
+
+        // The public entry point writes the same diff (opaque dirs aside).
+        let ck2 = t.join("ck2");
+        fs::create_dir(&ck2).unwrap();
+        write_rootfs_diff(&up, &ck2).unwrap();
+        assert_eq!(json_list(&ck2.join(DELETED_FILES)), ["dir/gone2", "gone"]);
+
+        let ctr = t.join("ctr");
+        let fresh = ctr.join("upper");
+        fs::create_dir_all(&fresh).unwrap();
+        apply_rootfs_diff(&ck, &fresh).unwrap();
+        assert_eq!(names(&ctr), ["upper"], "staging dir left behind");
+
+        let f = fresh.join("file.txt");
+        let m = fs::symlink_metadata(&f).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"hello");
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 1234, 5678));
+        assert_eq!(m.modified().unwrap(), mtime);
+        assert_eq!(fs::symlink_metadata(fresh.join("hard")).unwrap().ino(), m.ino(), "hard link lost");
+        assert_eq!(mode(&fresh.join("dir")), 0o750);
+        assert_eq!(fs::read(fresh.join("dir/sub/nested.txt")).unwrap(), b"nested");
+        assert_eq!(mode(&fresh.join("dir/sub/nested.txt")), 0o600);
+        assert_eq!(fs::read_link(fresh.join("link")).unwrap(), Path::new("file.txt"));
+        assert_eq!(fs::symlink_metadata(fresh.join("link")).unwrap().uid(), 42);
+        assert_eq!(fs::read_link(fresh.join("abs_link")).unwrap(), Path::new("/etc/hostname"));
+        let m = fs::symlink_metadata(fresh.join("fifo")).unwrap();
+        assert!(m.file_type().is_fifo() && m.mode() & 0o7777 == 0o644);
+        let m = fs::symlink_metadata(fresh.join("dir/null")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3) && m.mode() & 0o7777 == 0o666);
+        assert!(is_whiteout(&fresh.join("gone")));
+        assert!(is_whiteout(&fresh.join("dir/gone2")));
+        assert_eq!(fs::read(fresh.join("opq/new")).unwrap(), b"new");
+
+        // What overlayfs makes of it: whiteouts and the opaque dir hide the
+        // lower layer's entries.
+        let lower = t.join("lower");
+        for p in ["gone", "dir/gone2", "dir/lower_only", "opq/old"] {
+            write(&lower.join(p), b"lower", 0o644);
+        }
+        let (work, merged) = (t.join("work"), t.join("merged"));
+        fs::create_dir(&work).unwrap();
+        fs::create_dir(&merged).unwrap();
+        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), fresh.display(), work.display());
+        stasis_sys::ns::mount(Some("overlay"), &merged, Some("overlay"), 0, Some(&opts)).unwrap();
+        let _mounted = Mounted(merged.clone());
+        assert!(!merged.join("gone").exists());
+        assert!(!merged.join("dir/gone2").exists());
+        assert!(merged.join("dir/lower_only").exists());
+        assert!(!merged.join("opq/old").exists(), "opaque dir shows the lower layer");
+        assert_eq!(fs::read(merged.join("opq/new")).unwrap(), b"new");
+        assert_eq!(fs::read(merged.join("link")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn rootfs_diff_of_unchanged_container() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("nodiff");
+        let (up, ck, fresh) = (t.join("upper"), t.join("ck"), t.join("fresh"));
+        for d in [&up, &ck, &fresh] {
+            fs::create_dir(d).unwrap();
+        }
+        write(&ck.join(OPAQUE_DIRS), b"[\"stale\"]", 0o600);
+        write_rootfs_diff(&up, &ck).unwrap();
+        assert_eq!(json_list(&ck.join(DELETED_FILES)), Vec::<String>::new());
+        assert!(!ck.join(OPAQUE_DIRS).exists(), "stale opaque.dirs kept");
+        apply_rootfs_diff(&ck, &fresh).unwrap();
+        assert!(names(&fresh).is_empty());
+        // Nothing at all to apply.
+        apply_rootfs_diff(&t.join("none"), &fresh).unwrap();
+    }
+
+    #[test]
+    fn deleted_files_paths() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("deleted");
+        let (ck, up) = (t.join("ck"), t.join("upper"));
+        write(&up.join("keep"), b"k", 0o644);
+        write(&ck.join(DELETED_FILES), br#"["a", "../x"]"#, 0o600);
+        let e = apply_rootfs_diff(&ck, &up).unwrap_err().to_string();
+        assert!(e.contains("\"../x\"") && e.contains("leaves the rootfs"), "{e}");
+        assert_eq!(names(&up), ["keep"]);
+        assert_eq!(names(&t.0), ["ck", "upper"]);
+
+        // podman writes rootfs paths with a leading '/'.
+        write(&ck.join(DELETED_FILES), br#"["/etc/motd", "a"]"#, 0o600);
+        apply_rootfs_diff(&ck, &up).unwrap();
+        assert!(is_whiteout(&up.join("etc/motd")));
+        assert!(is_whiteout(&up.join("a")));
+        assert_eq!(names(&t.0), ["ck", "upper"]);
+    }
+
+    #[test]
+    fn unsafe_rootfs_diff_refused() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("baddiff");
+        let (ck, up, outside) = (t.join("ck"), t.join("ctr/upper"), t.join("outside"));
+        write(&up.join("keep"), b"k", 0o644);
+        fs::create_dir(&outside).unwrap();
+        let out = outside.to_str().unwrap();
+        let cases: [&[(&str, tar::EntryType, &str, &[u8])]; 4] = [
+            &[("ok.txt", tar::EntryType::Regular, "", b"ok"), ("../evil", tar::EntryType::Regular, "", b"x")],
+            &[("esc", tar::EntryType::Symlink, out, b""), ("esc/pwned", tar::EntryType::Regular, "", b"x")],
+            &[("up", tar::EntryType::Symlink, "../../..", b"")],
+            &[("hl", tar::EntryType::Link, "../../etc/passwd", b"")],
+        ];
+        for entries in cases {
+            write(&ck.join(ROOTFS_DIFF), &raw_tar(entries), 0o600);
+            let e = apply_rootfs_diff(&ck, &up).unwrap_err().to_string();
+            assert!(e.contains(ROOTFS_DIFF), "{e}");
+            assert_eq!(names(&up), ["keep"], "{e}");
+            assert_eq!(names(&t.join("ctr")), ["upper"], "{e}");
+            assert!(names(&outside).is_empty(), "{e}");
+            assert!(!t.join("evil").exists() && !t.join("ctr/evil").exists());
+        }
+
+        // A truncated diff (no end-of-archive blocks) is refused too.
+        let mut tar = raw_tar(&[("ok.txt", tar::EntryType::Regular, "", b"ok")]);
+        tar.truncate(1024);
+        write(&ck.join(ROOTFS_DIFF), &tar, 0o600);
+        let e = apply_rootfs_diff(&ck, &up).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        assert_eq!(names(&up), ["keep"]);
+    }
+
+    #[test]
+    fn rootfs_diff_merges_and_rolls_back() {
+        if !root() {
+            return;
+        }
+        let t = TempDir::new("merge");
+        let (ck, up) = (t.join("ck"), t.join("ctr/upper"));
+        write(&up.join("etc/hosts"), b"old", 0o644);
+        write(&up.join("etc/keep"), b"keep", 0o644);
+        fs::create_dir_all(up.join("m")).unwrap();
+        let tar = raw_tar(&[
+            ("a", tar::EntryType::Regular, "", b"a"),
+            ("etc/", tar::EntryType::Directory, "", b""),
+            ("etc/hosts", tar::EntryType::Regular, "", b"new"),
+        ]);
+        write(&ck.join(ROOTFS_DIFF), &tar, 0o600);
+        apply_rootfs_diff(&ck, &up).unwrap();
+        assert_eq!(fs::read(up.join("etc/hosts")).unwrap(), b"new");
+        assert_eq!(fs::read(up.join("etc/keep")).unwrap(), b"keep");
+        assert_eq!(names(&up), ["a", "etc", "m"]);
+        assert_eq!(names(&t.join("ctr")), ["upper"]);
+
+        // "m" is a mount point: moving it aside fails (EBUSY) after "a" and
+        // "etc/hosts" went in; both moves are undone.
+        fs::remove_file(up.join("a")).unwrap();
+        write(&up.join("etc/hosts"), b"old", 0o644);
+        stasis_sys::ns::mount(Some("tmpfs"), &up.join("m"), Some("tmpfs"), 0, None).unwrap();
+        let _mounted = Mounted(up.join("m"));
+        let tar = raw_tar(&[
+            ("a", tar::EntryType::Regular, "", b"a"),
+            ("etc/hosts", tar::EntryType::Regular, "", b"new"),
+            ("m", tar::EntryType::Regular, "", b"file over a mount"),
+        ]);
+        write(&ck.join(ROOTFS_DIFF), &tar, 0o600);
+        let e = apply_rootfs_diff(&ck, &up).unwrap_err().to_string();
+        assert!(e.contains("moving") && e.contains("/m"), "{e}");
+        assert_eq!(names(&up), ["etc", "m"]);
+        assert_eq!(fs::read(up.join("etc/hosts")).unwrap(), b"old");
+        assert_eq!(names(&up.join("etc")), ["hosts", "keep"]);
+        assert_eq!(names(&t.join("ctr")), ["upper"]);
+    }
+
+    #[test]
+    fn pack_unpack_round_trip() {
+        let t = TempDir::new("pack");
+        let ck = t.join("ck");
+        checkpoint_dir(&ck);
+        for (c, magic) in [
+            (Compression::Zstd, &[0x28, 0xb5, 0x2f, 0xfd][..]),
+            (Compression::Gzip, &[0x1f, 0x8b][..]),
+            (Compression::None, &b"checkpoint/"[..]),
+        ] {
+            let out = t.join("out/ckpt.tar");
+            fs::create_dir_all(t.join("out")).unwrap();
+            write(&out, b"an older export", 0o644);
+            pack(&ck, &out, c).unwrap();
+            assert_eq!(names(&t.join("out")), ["ckpt.tar"], "{c:?}: temp file left");
+            assert_eq!(mode(&out), 0o600, "{c:?}");
+            let head = fs::read(&out).unwrap();
+            assert!(head.starts_with(magic), "{c:?}: starts with {:x?}", &head[..4]);
+
+            let dest = t.join("dest");
+            unpack(&out, &dest).unwrap();
+            assert_same_tree(&ck, &dest);
+            assert_eq!(mode(&dest), 0o700);
+            fs::remove_dir_all(&dest).unwrap();
+            fs::remove_dir_all(t.join("out")).unwrap();
+        }
+    }
+
+    #[test]
+    fn pack_failure_leaves_nothing() {
+        let t = TempDir::new("packfail");
+        let out = t.join("ckpt.tar.zst");
+        let e = pack(&t.join("missing"), &out, Compression::Zstd).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
+        assert!(names(&t.0).is_empty());
+        let e = pack(&t.0, &t.join("no/such/dir/x.tar"), Compression::None).unwrap_err().to_string();
+        assert!(e.contains("no/such/dir"), "{e}");
+        assert!(names(&t.0).is_empty());
+    }
+
+    #[test]
+    fn truncated_or_garbage_archive_refused() {
+        let t = TempDir::new("trunc");
+        let ck = t.join("ck");
+        checkpoint_dir(&ck);
+        let mut bad: Vec<(String, Vec<u8>)> = Vec::new();
+        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            let out = t.join("whole");
+            pack(&ck, &out, c).unwrap();
+            let bytes = fs::read(&out).unwrap();
+            bad.push((format!("{c:?} half"), bytes[..bytes.len() / 2].to_vec()));
+            if c == Compression::None {
+                // Cut at an entry boundary: the end-of-archive blocks are gone
+                // (`tar` alone takes that for a complete archive).
+                bad.push(("None end blocks cut".into(), bytes[..bytes.len() - 1024].to_vec()));
+            } else {
+                // The frame's end and checksum are gone.
+                bad.push((format!("{c:?} last byte cut"), bytes[..bytes.len() - 1].to_vec()));
+            }
+            fs::remove_file(&out).unwrap();
+        }
+        bad.push(("garbage".into(), noise(10_000, 7)));
+        let mut zgarbage = vec![0x28, 0xb5, 0x2f, 0xfd];
+        zgarbage.extend(noise(10_000, 8));
+        bad.push(("zstd garbage".into(), zgarbage));
+        bad.push(("empty".into(), Vec::new()));
+
+        for (what, bytes) in bad {
+            let archive = t.join("bad.tar");
+            fs::write(&archive, &bytes).unwrap();
+            let dest = t.join("dest");
+            let e = unpack(&archive, &dest).map(|()| what.clone()).unwrap_err().to_string();
+            let want = format!("{}: truncated or corrupt checkpoint archive: ", archive.display());
+            assert!(e.starts_with(&want), "{what}: {e}");
+            assert!(e.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{what}: {e}");
+            assert!(!dest.exists(), "{what}: dest left behind");
+        }
+    }
+
+    #[test]
+    fn not_a_checkpoint_archive() {
+        let t = TempDir::new("notckpt");
+        let src = t.join("src");
+        write(&src.join("config.dump"), b"{}", 0o600);
+        write(&src.join("checkpoint/pages-1.img"), b"p", 0o600);
+        let archive = t.join("x.tar.gz");
+        pack(&src, &archive, Compression::Gzip).unwrap();
+        let dest = t.join("dest");
+        let e = unpack(&archive, &dest).unwrap_err().to_string();
+        let want =
+            format!("{} is not a checkpoint archive (no config.dump / checkpoint/inventory.img)", archive.display());
+        assert_eq!(e, want);
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn unsafe_archive_refused() {
+        let t = TempDir::new("unsafe");
+        let outside = t.join("outside");
+        fs::create_dir(&outside).unwrap();
+        let out = outside.to_str().unwrap();
+        let ok: (&str, tar::EntryType, &str, &[u8]) = ("config.dump", tar::EntryType::Regular, "", b"{}");
+        let cases: [(&str, &[(&str, tar::EntryType, &str, &[u8])]); 4] = [
+            ("../evil", &[ok, ("../evil", tar::EntryType::Regular, "", b"x")]),
+            (
+                "through symlink",
+                &[ok, ("esc", tar::EntryType::Symlink, out, b""), ("esc/pwned", tar::EntryType::Regular, "", b"x")],
+            ),
+            ("escapes", &[ok, ("up", tar::EntryType::Symlink, "../../..", b"")]),
+            ("escapes", &[ok, ("hl", tar::EntryType::Link, "../../etc/passwd", b"")]),
+        ];
+        for (want, entries) in cases {
+            let archive = t.join("bad.tar");
+            fs::write(&archive, raw_tar(entries)).unwrap();
+            let dest = t.join("dest");
+            let e = unpack(&archive, &dest).unwrap_err().to_string();
+            assert!(e.starts_with(&archive.display().to_string()) && e.contains(want), "{e}");
+            assert!(!dest.exists(), "{e}");
+            assert!(names(&outside).is_empty(), "{e}");
+            assert!(!t.join("evil").exists(), "{e}");
+        }
+    }
+
+    #[test]
+    fn unpack_into_existing_dest_refused() {
+        let t = TempDir::new("exists");
+        let ck = t.join("ck");
+        checkpoint_dir(&ck);
+        let archive = t.join("a.tar.zst");
+        pack(&ck, &archive, Compression::Zstd).unwrap();
+        let dest = t.join("dest");
+        write(&dest.join("mine"), b"m", 0o644);
+        let e = unpack(&archive, &dest).unwrap_err();
+        assert!(matches!(e, RuntimeError::Conflict(_)), "{e}");
+        assert_eq!(names(&dest), ["mine"]);
     }
 }

@@ -19,7 +19,7 @@ use stasis_sys::ns::{self, Forked};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -273,13 +273,15 @@ fn start(
         }
         Forked::Parent(pid) => {
             s.pid = pid;
-            drop((out_w, err_w, go_r, x_w));
+            drop((go_r, x_w));
             let (mut go, mut x) = (File::from(go_w), File::from(x_r));
             bring_up(store, cfg, s, &mut go, &mut x)?;
             if let (Some(plan), Some(r)) = (plan, restore) {
-                crate::checkpoint::restore_into(store, cfg, r, plan, pid)?;
+                // The restored tree's stdout/stderr are our pipes' write ends.
+                let stdio = (out_w.as_raw_fd(), err_w.as_raw_fd());
+                crate::checkpoint::restore_into(store, cfg, r, plan, pid, stdio)?;
             }
-            drop(me);
+            drop((me, out_w, err_w));
             log::debug!("monitor: {} (pid {pid}) runs after {:?}", cfg.name, t.elapsed());
             Ok((pid, File::from(out_r), File::from(err_r)))
         }

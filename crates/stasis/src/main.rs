@@ -110,7 +110,11 @@ fn main() -> ExitCode {
         Command::Container(c) => checkpoints::main_podman(&cli.store, c),
         Command::Checkpoint(c) => checkpoints::main_docker(&cli.store, c),
         Command::Process(ProcessCmd::Dump(a)) => {
-            let opts = stasis_engine::DumpOpts { leave_running: a.leave_running, tcp_established: a.tcp_established };
+            let opts = stasis_engine::DumpOpts {
+                leave_running: a.leave_running,
+                tcp_established: a.tcp_established,
+                ..Default::default()
+            };
             match stasis_engine::dump(a.pid, &a.images, &opts) {
                 Ok(s) => {
                     log::info!(
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
         Command::Process(ProcessCmd::Restore(a)) => {
             let restored = match stasis_engine::restore(
                 &a.images,
-                &stasis_engine::RestoreOpts { tcp_established: a.tcp_established },
+                &stasis_engine::RestoreOpts { tcp_established: a.tcp_established, ..Default::default() },
             ) {
                 Ok(r) => r,
                 Err(e) => return fail(&e),

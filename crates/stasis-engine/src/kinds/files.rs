@@ -255,9 +255,12 @@ pub fn dump_fds(
         };
         let (ty, id) = match (&f.target, claimed) {
             (_, Some(c)) => c,
-            (FdTarget::Path { path, .. }, None) if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, ctx.table.ext()),
+            (FdTarget::Path { path, .. }, None) if f.fd <= 2 && is_tty(path) => (FdTypes::Ext, ctx.table.ext(None)),
             (FdTarget::Path { path, deleted: false }, None) if !is_tty(path) => {
                 (FdTypes::Reg, ctx.table.push_reg(path, f.flags, f.pos, None))
+            }
+            (FdTarget::Pipe(ino), None) if ctx.opts.external.contains(&format!("pipe:[{ino}]")) => {
+                (FdTypes::Ext, ctx.table.ext(Some(format!("pipe:[{ino}]"))))
             }
             (FdTarget::Pipe(ino), None) if internal.contains(ino) || f.fd > 2 => {
                 if !internal.contains(ino) {
@@ -273,7 +276,7 @@ pub fn dump_fds(
                 }
                 (FdTypes::Pipe, ctx.table.pipe(*ino, f.flags))
             }
-            (FdTarget::Pipe(_), None) => (FdTypes::Ext, ctx.table.ext()),
+            (FdTarget::Pipe(_), None) => (FdTypes::Ext, ctx.table.ext(None)),
             (_, None) => return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: describe(f) }),
         };
         ctx.table.by_fd.entry((pid, f.fd)).or_insert((ty, id));
@@ -300,9 +303,12 @@ pub fn describe(f: &FdSeen) -> String {
 }
 
 impl FileTable {
-    fn ext(&mut self) -> u32 {
+    /// A file outside the tree; with a key when the restorer is to be given
+    /// it by that key, else it is inherited from the restorer by fd number.
+    fn ext(&mut self, key: Option<String>) -> u32 {
         let id = self.new_id();
-        self.entries.push(pb::FileEntry { r#type: FdTypes::Ext as i32, id, ..Default::default() });
+        let ext = pb::ExtFileEntry { id, fown: fown(), stasis_key: key };
+        self.entries.push(pb::FileEntry { r#type: FdTypes::Ext as i32, id, ext: Some(ext), ..Default::default() });
         id
     }
 
@@ -430,6 +436,10 @@ impl Drop for FileSources {
     }
 }
 
+fn cloexec_of(fi: &pb::FdinfoEntry) -> bool {
+    fi.flags & libc::FD_CLOEXEC as u32 != 0
+}
+
 /// Opens every fd of one process inside its (stopped) main thread.
 pub fn restore_fds(
     task: &mut Task,
@@ -454,7 +464,15 @@ pub fn restore_fds(
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         if fi.r#type == FdTypes::Ext as i32 {
-            continue; // inherited from the restorer
+            let key = e.ext.as_ref().and_then(|x| x.stasis_key.as_deref());
+            match key.and_then(|k| ctx.opts.inherit.iter().find(|(ik, _)| ik == k)) {
+                Some((k, local)) => {
+                    let what = format!("fd {}: {k} given to the restore", fi.fd);
+                    crate::kinds::share::install_local_raw(task, *local, fi.fd, cloexec_of(fi), &what)?;
+                }
+                None => {} // inherited from the restorer by number
+            }
+            continue;
         }
         if let Some(holder) = opened.holder(fi.id) {
             install_shared(task, holder, fi.fd, fi.flags & libc::FD_CLOEXEC as u32 != 0)?;

@@ -106,7 +106,18 @@ pub fn install_local(
     cloexec: bool,
     what: &str,
 ) -> Result<(), RestoreError> {
-    let tmp = take_local(task, local.as_raw_fd(), what)?;
+    install_local_raw(task, local.as_raw_fd(), fd, cloexec, what)
+}
+
+/// [`install_local`] for an fd number the restorer's caller keeps open.
+pub fn install_local_raw(
+    task: &mut Task,
+    local: RawFd,
+    fd: u32,
+    cloexec: bool,
+    what: &str,
+) -> Result<(), RestoreError> {
+    let tmp = take_local(task, local, what)?;
     if tmp == fd as u64 && !cloexec {
         // pidfd_getfd sets close-on-exec; this fd had it clear.
         task.call(libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, 0, 0, 0, 0])

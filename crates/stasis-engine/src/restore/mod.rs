@@ -34,6 +34,9 @@ use stub::{Task, SCRATCH_LEN};
 pub struct RestoreOpts {
     /// Restore established TCP connections (TCP_REPAIR).
     pub tcp_established: bool,
+    /// Files for the image's external files with these keys (see
+    /// `DumpOpts::external`): fd numbers of ours, open during the restore.
+    pub inherit: Vec<(String, std::os::fd::RawFd)>,
 }
 
 /// The running, restored tree.
