@@ -9,8 +9,9 @@
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
 #   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
 #   BENCH_MEM_MIB=1024    size of the memory scenario
-#   BENCH_SCENARIOS="limits counter nginx run memory"
-#   BENCH_TOOLS="stasis criu"
+#   BENCH_SCENARIOS="limits counter nginx run memory ctr"
+#   BENCH_TOOLS="stasis criu"  (in `ctr`, criu stands for its peer podman +
+#                         runc + CRIU; "podman" selects that peer alone)
 #   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
 #   BENCH_NO_BUILD=1      do not run `cargo build --release` first
 #   STASIS=PATH           stasis binary (default target/release/stasis)
@@ -29,7 +30,7 @@ REPO=$(dirname "$BENCH_DIR")
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-1}
 MEM_MIB=${BENCH_MEM_MIB:-1024}
-SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory ctr}
 TOOLS=${BENCH_TOOLS:-stasis criu}
 TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
 STASIS=${STASIS:-$REPO/target/release/stasis}
@@ -100,9 +101,11 @@ DISK=$WORK/disk
 PIDFILE=$WORK/restored.pid
 RESULTS=$WORK/results.md
 declare -a LIVE=() # pids (= pgids: all started with setsid) to kill on exit
+CTR_USED="" # tools whose containers/images the ctr scenario may have left
 
 cleanup() {
 	local p
+	[[ -z $CTR_USED ]] || ctr_cleanup
 	for p in "${LIVE[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true; done
 	sleep 0.1
 	for m in "$TMPFS" "$TMPFS_HUGE"; do mountpoint -q "$m" && umount -l "$m"; done
@@ -420,6 +423,209 @@ run_containers() {
 	[[ ${R[run_podman]:-} == failed* ]] || R[run_podman]=ok
 }
 
+# ---- scenario: ctr (container checkpoint/restore): nginx from the fixtures'
+# rootfs tarball with a published port, checkpointed and restored in place,
+# then exported to a .tar.zst, removed and restored from the file; stasis and
+# podman (runc, CRIU 4.2 found through PATH) side by side. Only the
+# checkpoint and restore commands are timed; after each restore nginx must
+# answer on the host port.
+CTR_PORT_STASIS=18280
+CTR_PORT_PODMAN=18281
+CTR_SROOT=$WORK/ctr-stasis-root
+CTR_SRUN=$WORK/ctr-stasis-run
+CTR_PIMAGE=localhost/stasis-bench-nginx:latest
+CTR_PNAME=stasis-bench-web
+# podman and runc exec `criu` from PATH, and Debian's criu 3.17 breaks on this
+# kernel: podman's commands get this dir (a `criu` symlink to $CRIU) first.
+CTR_CRIU_DIR=$WORK/ctr-criu
+CTR_CMD=/usr/sbin/nginx # as crates/stasis/tests/containers.rs runs it
+# Debian's podman asks runc for RLIMIT_NOFILE 1048576, above root's hard limit
+# here (20000), and root lacks CAP_SYS_RESOURCE: runc create fails with
+# "error setting rlimit type 7". The `run` scenario passes the same.
+CTR_PODMAN_RUN=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+declare -A CTR_STATE=() # tool -> "" (usable) or why not
+CTR_PODMAN_VERSION="" # "4.3.1"
+CTR_PODMAN_DETAIL=""  # runtime and CRIU it ran with
+
+ctr_state() { # TOOL: empty = usable, else why not
+	case $1 in
+	stasis)
+		if [[ " $TOOLS " != *" stasis "* ]]; then echo "not run (BENCH_TOOLS)"
+		elif [[ ! -x $STASIS ]]; then echo "not available: no binary at $STASIS"
+		elif ! "$STASIS" container checkpoint --help >/dev/null 2>&1; then
+			echo "skipped: stasis container checkpoint not available (\`stasis container checkpoint --help\` fails)"
+		fi ;;
+	podman)
+		if [[ " $TOOLS " != *" criu "* && " $TOOLS " != *" podman "* ]]; then echo "not run (BENCH_TOOLS)"
+		elif ! command -v podman >/dev/null; then echo "not available: podman is not installed"
+		elif ! command -v runc >/dev/null; then echo "not available: runc is not installed"
+		elif [[ ! -x $CRIU ]]; then echo "not available: no CRIU at $CRIU (set CRIU=PATH)"
+		fi ;;
+	esac
+}
+ctr_port() { if [[ $1 == stasis ]]; then echo "$CTR_PORT_STASIS"; else echo "$CTR_PORT_PODMAN"; fi; }
+ctr_cli() { # TOOL ARGS...: the tool's CLI on the bench's own store / with CRIU 4.2
+	local tool=$1
+	shift
+	case $tool in
+	stasis) "$STASIS" --root "$CTR_SROOT" --runroot "$CTR_SRUN" "$@" ;;
+	podman) PATH="$CTR_CRIU_DIR:$PATH" podman --runtime runc "$@" ;;
+	esac
+}
+ctr_op() { # TOOL run|rm|checkpoint|restore|export|import [FILE]
+	local tool=$1 op=$2 f=${3:-} port
+	port=$(ctr_port "$tool")
+	case $tool:$op in
+	stasis:run) ctr_cli stasis run -d --name web -p "$port:80" nginx "$CTR_CMD" ;;
+	stasis:rm) ctr_cli stasis rm -f web ;;
+	stasis:checkpoint) ctr_cli stasis container checkpoint web ;;
+	stasis:restore) ctr_cli stasis container restore web ;;
+	stasis:export) ctr_cli stasis container checkpoint web -e "$f" ;;
+	stasis:import) ctr_cli stasis container restore -i "$f" ;;
+	podman:run) ctr_cli podman run -d --name "$CTR_PNAME" -p "$port:80" "${CTR_PODMAN_RUN[@]}" "$CTR_PIMAGE" "$CTR_CMD" ;;
+	podman:rm) ctr_cli podman rm -f -t 0 "$CTR_PNAME" ;;
+	podman:checkpoint) ctr_cli podman container checkpoint "$CTR_PNAME" ;;
+	podman:restore) ctr_cli podman container restore "$CTR_PNAME" ;;
+	podman:export) ctr_cli podman container checkpoint -e "$f" "$CTR_PNAME" ;;
+	podman:import) ctr_cli podman container restore -i "$f" ;;
+	esac
+}
+ctr_answers() { # PORT [SECONDS]: nginx's page comes back within SECONDS (default 5)
+	local deadline=$((${EPOCHREALTIME/./} + ${2:-5} * 1000000)) page
+	while :; do
+		page=$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null || true)
+		[[ $page == *"hello from stasis nginx"* ]] && return 0
+		((${EPOCHREALTIME/./} < deadline)) || return 1
+		sleep 0.01
+	done
+}
+ctr_reason() { # LOG: its last message (or CRIU's first error, for podman), one line
+	local line="" clog
+	# podman names CRIU's log ("log file: PATH"); it goes with the container.
+	clog=$(tail -n 20 "$1" 2>/dev/null | grep -o 'log file: [^ "]*\.log' | tail -1 | sed 's/^log file: //' || true)
+	if [[ -n $clog && -r $clog ]]; then
+		cp "$clog" "$1.criu-${clog##*/}" 2>/dev/null || true
+		line=$(grep -h 'Error' "$clog" | grep -v RLIMIT_NOFILE | head -1 || true)
+	fi
+	[[ -n $line ]] || line=$(grep -v -e '^\s*$' -e '^--- ' "$1" 2>/dev/null | tail -1 || true)
+	echo "${line:-no message}" | cut -c1-160
+}
+
+# ctr_phase TOOL inplace|export: a fresh container, then WARMUP + ITERS cycles.
+ctr_phase() {
+	local tool=$1 phase=$2 log=$LOGS/ctr-$1.log f=$DISK/ctr-$1.tar.zst port i t0 t1 t2 t3 a b
+	local key=ctr_${tool}_$phase
+	port=$(ctr_port "$tool")
+	if [[ $phase == inplace ]]; then a=checkpoint b=restore; else a=export b=import; fi
+	: >"$WORK/ctr-$tool-$a.us"; : >"$WORK/ctr-$tool-$b.us"
+	note "ctr ($([[ $phase == inplace ]] && echo "in place" || echo "export/import")): $tool x $ITERS"
+	ctr_op "$tool" rm >>"$log" 2>&1 || true
+	echo "--- $phase: run" >>"$log"
+	if ! ctr_op "$tool" run >>"$log" 2>&1; then R[$key]="failed: run: $(ctr_reason "$log")"; return 0; fi
+	if ! ctr_answers "$port"; then R[$key]="failed: nginx does not answer on :$port after run"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0; fi
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		rm -f "$f"
+		echo "--- $phase $i: $a" >>"$log"
+		t0=${EPOCHREALTIME/./}
+		if ! ctr_op "$tool" "$a" "$f" >>"$log" 2>&1; then
+			R[$key]="failed: $a: $(ctr_reason "$log")"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0
+		fi
+		t1=${EPOCHREALTIME/./}
+		if ((i == 1)) && ctr_answers "$port" 0; then # it really stopped
+			R[$key]="failed: nginx still answers after $a"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0
+		fi
+		if [[ $phase == export ]]; then
+			if [[ ! -s $f ]]; then R[$key]="failed: $a wrote no $f"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0; fi
+			R[${key}_bytes]=$(stat -c %s "$f")
+			echo "--- $phase $i: rm" >>"$log"
+			if ! ctr_op "$tool" rm >>"$log" 2>&1; then R[$key]="failed: rm: $(ctr_reason "$log")"; return 0; fi
+		fi
+		echo "--- $phase $i: $b" >>"$log"
+		t2=${EPOCHREALTIME/./}
+		if ! ctr_op "$tool" "$b" "$f" >>"$log" 2>&1; then
+			R[$key]="failed: $b: $(ctr_reason "$log")"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0
+		fi
+		t3=${EPOCHREALTIME/./}
+		if ! ctr_answers "$port"; then
+			R[$key]="failed: nginx does not answer on :$port after $b (iteration $i)"; ctr_op "$tool" rm >>"$log" 2>&1 || true; return 0
+		fi
+		if ((i > WARMUP)); then echo $((t1 - t0)) >>"$WORK/ctr-$tool-$a.us"; echo $((t3 - t2)) >>"$WORK/ctr-$tool-$b.us"; fi
+	done
+	echo "--- $phase: rm" >>"$log"
+	ctr_op "$tool" rm >>"$log" 2>&1 || true
+	rm -f "$f"
+	R[$key]=ok
+}
+
+run_ctr() { # TOOL
+	local tool=$1 fx=$REPO/target/fixtures/nginx.tar log=$LOGS/ctr-$1.log
+	: >"$log"
+	CTR_STATE[$tool]=$(ctr_state "$tool")
+	if [[ -n ${CTR_STATE[$tool]} ]]; then note "ctr: $tool: ${CTR_STATE[$tool]}"; return 0; fi
+	if ! bash "$REPO/tests/fixtures/build-images.sh" >>"$log" 2>&1; then
+		R[ctr_${tool}_inplace]="failed: fixtures: see $log"; return 0
+	fi
+	CTR_USED+=" $tool"
+	echo "--- import" >>"$log"
+	case $tool in
+	stasis)
+		ctr_stasis_purge
+		if ! ctr_cli stasis import "$fx" nginx >>"$log" 2>&1; then
+			R[ctr_stasis_inplace]="failed: import: $(ctr_reason "$log")"; return 0
+		fi ;;
+	podman)
+		ctr_podman_purge
+		mkdir -p "$CTR_CRIU_DIR"
+		ln -sfn "$CRIU" "$CTR_CRIU_DIR/criu"
+		CTR_PODMAN_VERSION=$(podman --version | awk '{print $3}')
+		CTR_PODMAN_DETAIL="--runtime runc ($(runc --version | awk 'NR==1{print $3}')), CRIU $(PATH="$CTR_CRIU_DIR:$PATH" criu --version | awk '/^Version/{print $2}') ($CRIU, first in PATH), cgroup manager $(podman info --format '{{.Host.CgroupManager}}' 2>/dev/null || echo '?')"
+		note "ctr: podman $CTR_PODMAN_VERSION $CTR_PODMAN_DETAIL"
+		if ! podman import --change "CMD [\"$CTR_CMD\"]" "$fx" "$CTR_PIMAGE" >>"$log" 2>&1; then
+			R[ctr_podman_inplace]="failed: import: $(ctr_reason "$log")"; return 0
+		fi ;;
+	esac
+	ctr_phase "$tool" inplace
+	ctr_phase "$tool" export
+	if [[ $tool == stasis ]]; then ctr_stasis_purge; else ctr_podman_purge; fi
+}
+
+# Cleanup (also on exit): our containers, image and store, and, should `rm`
+# have missed them, a stasis container's veth and nft rules.
+ctr_stasis_purge() {
+	local ids id h m
+	[[ -x $STASIS ]] || return 0
+	ids=$({ ctr_cli stasis ps -a --format json 2>/dev/null || true; cat "$LOGS/ctr-stasis.log" 2>/dev/null; } |
+		grep -oE '[0-9a-f]{64}' | sort -u || true)
+	ctr_cli stasis rm -f web >/dev/null 2>&1 || true
+	for id in $ids; do
+		ctr_cli stasis rm -f "$id" >/dev/null 2>&1 || true
+		if ip link show "vs${id:0:10}" >/dev/null 2>&1; then ip link del "vs${id:0:10}" 2>/dev/null || true; fi
+		for h in $(nft -a list chain ip stasis ports 2>/dev/null | awk -v c="\"stasis:$id\"" 'index($0, c) { print $NF }'); do
+			nft delete rule ip stasis ports handle "$h" 2>/dev/null || true
+		done
+		if nft list chain ip stasis "ctr-$id" >/dev/null 2>&1; then
+			nft flush chain ip stasis "ctr-$id" 2>/dev/null || true
+			nft delete chain ip stasis "ctr-$id" 2>/dev/null || true
+		fi
+	done
+	for m in $(awk -v a="$CTR_SROOT" -v b="$CTR_SRUN" 'index($5 "/", a "/") == 1 || index($5 "/", b "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+		umount -l "$m" 2>/dev/null || true
+	done
+	rm -rf --one-file-system "$CTR_SROOT" "$CTR_SRUN" 2>/dev/null || true
+	return 0
+}
+ctr_podman_purge() {
+	command -v podman >/dev/null || return 0
+	podman rm -f -t 0 "$CTR_PNAME" >/dev/null 2>&1 || true
+	podman rmi -f "$CTR_PIMAGE" >/dev/null 2>&1 || true
+	rm -rf "$CTR_CRIU_DIR"
+}
+ctr_cleanup() {
+	[[ $CTR_USED != *stasis* ]] || ctr_stasis_purge
+	[[ $CTR_USED != *podman* ]] || ctr_podman_purge
+	return 0
+}
+
 # ---- run
 start=${EPOCHREALTIME/./}
 [[ " $SCENARIOS " == *" run "* && -z $STASIS_STATE ]] && run_containers
@@ -432,6 +638,7 @@ for tool in stasis criu; do
 		for t in $TARGETS; do run_memory "$tool" "$t"; done
 	fi
 done
+if [[ " $SCENARIOS " == *" ctr "* ]]; then run_ctr stasis; run_ctr podman; fi
 elapsed=$(((${EPOCHREALTIME/./} - start) / 1000000))
 
 # ---- report
@@ -446,6 +653,12 @@ cell_gbps() { # TOOL KEY FILE median|min
 	local ms
 	ms=$(cell "$@")
 	[[ $ms =~ ^[0-9.]+$ ]] && gbps "${R[${2}_bytes]}" "$ms" || echo "$ms"
+}
+ctr_cell() { # TOOL inplace|export OP median|min: a figure, or why there is none
+	local st=${CTR_STATE[$1]-"not run"} key=ctr_${1}_$2
+	if [[ -n $st ]]; then echo "${st%%:*}"; return; fi
+	if [[ ${R[$key]:-} != ok ]]; then echo "${R[$key]:+failed}"; return; fi
+	stat_ms "$WORK/ctr-$1-$3.us" "$4"
 }
 cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal/{printf "%.0f", $2/1048576}' /proc/meminfo)
@@ -540,6 +753,43 @@ L() { printf '%s\n' "$*"; }
 			L ""
 			L "stasis / podman (median): $(ratio "$(stat_ms "$WORK/run-stasis.us" median)" "$(stat_ms "$WORK/run-podman.us" median)")"
 		fi
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" ctr "* ]]; then
+		L "### Container checkpoint/restore: nginx with a published port (\`-p HOSTPORT:80\`), ms"
+		L ""
+		L "In place: \`container checkpoint NAME\` (the container stops), then \`container restore NAME\`. Export/import: \`container checkpoint -e FILE.tar.zst\`, \`rm -f\` (untimed), \`container restore -i FILE.tar.zst\`. After every restore nginx answers on the host port (checked, untimed)."
+		L ""
+		L "| | stasis median | stasis min | podman ${CTR_PODMAN_VERSION:+$CTR_PODMAN_VERSION }median | podman ${CTR_PODMAN_VERSION:+$CTR_PODMAN_VERSION }min | target |"
+		L "|---|---:|---:|---:|---:|---|"
+		for op in checkpoint restore export import; do
+			case $op in
+			checkpoint) lbl="checkpoint, in place"; ph=inplace; tgt="≤ 80 (issue's podman 4.3: 426)" ;;
+			restore) lbl="restore, in place"; ph=inplace; tgt="≤ 80 (issue's podman 4.3: 371)" ;;
+			export) lbl="checkpoint -e FILE.tar.zst"; ph=export; tgt="≤ 150 (issue's podman 4.3: 531)" ;;
+			import) lbl="restore -i FILE.tar.zst (container removed)"; ph=export; tgt="≤ 150 (issue's podman 4.3: 442)" ;;
+			esac
+			row="| $lbl"
+			for t in stasis podman; do
+				for s in median min; do row+=" | $(ctr_cell "$t" "$ph" "$op" "$s")"; done
+			done
+			L "$row | $tgt |"
+		done
+		if [[ ${R[ctr_stasis_inplace]:-} == ok && ${R[ctr_podman_inplace]:-} == ok && ${R[ctr_stasis_export]:-} == ok && ${R[ctr_podman_export]:-} == ok ]]; then
+			row="stasis / podman (median):"
+			for op in checkpoint restore export import; do
+				row+=" $op $(ratio "$(stat_ms "$WORK/ctr-stasis-$op.us" median)" "$(stat_ms "$WORK/ctr-podman-$op.us" median)")"
+				[[ $op == import ]] || row+=","
+			done
+			L ""
+			L "$row"
+		fi
+		L ""
+		[[ -z $CTR_PODMAN_DETAIL ]] || L "- podman: $CTR_PODMAN_VERSION, $CTR_PODMAN_DETAIL, network bridge (default), \`run\` with \`${CTR_PODMAN_RUN[*]}\`"
+		for t in stasis podman; do
+			[[ -z ${CTR_STATE[$t]:-} ]] || L "- $t: ${CTR_STATE[$t]}"
+			[[ -z ${R[ctr_${t}_export_bytes]:-} ]] || L "- $t: exported archive $(awk -v b="${R[ctr_${t}_export_bytes]}" 'BEGIN{printf "%.0f", b/1024}') KiB"
+		done
 		L ""
 	fi
 	if [[ " $SCENARIOS " == *" memory "* ]]; then

@@ -977,6 +977,9 @@ mod tests {
         serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
     }
 
+    /// Name, kind, link name, data.
+    type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
     /// A tar entry with its name and link name set as raw bytes, so `..`
     /// and absolute names get through (`tar`'s setters refuse them).
     fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
@@ -993,7 +996,7 @@ mod tests {
         b.append(&h, data).unwrap();
     }
 
-    fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, kind, link, data) in entries {
             raw_entry(&mut b, name, *kind, link, data);
@@ -1209,7 +1212,7 @@ mod tests {
         write(&up.join("keep"), b"k", 0o644);
         fs::create_dir(&outside).unwrap();
         let out = outside.to_str().unwrap();
-        let cases: [&[(&str, tar::EntryType, &str, &[u8])]; 4] = [
+        let cases: [&[RawEntry<'_>]; 4] = [
             &[("ok.txt", tar::EntryType::Regular, "", b"ok"), ("../evil", tar::EntryType::Regular, "", b"x")],
             &[("esc", tar::EntryType::Symlink, out, b""), ("esc/pwned", tar::EntryType::Regular, "", b"x")],
             &[("up", tar::EntryType::Symlink, "../../..", b"")],
@@ -1377,8 +1380,8 @@ mod tests {
         let outside = t.join("outside");
         fs::create_dir(&outside).unwrap();
         let out = outside.to_str().unwrap();
-        let ok: (&str, tar::EntryType, &str, &[u8]) = ("config.dump", tar::EntryType::Regular, "", b"{}");
-        let cases: [(&str, &[(&str, tar::EntryType, &str, &[u8])]); 4] = [
+        let ok: RawEntry<'_> = ("config.dump", tar::EntryType::Regular, "", b"{}");
+        let cases: [(&str, &[RawEntry<'_>]); 4] = [
             ("../evil", &[ok, ("../evil", tar::EntryType::Regular, "", b"x")]),
             (
                 "through symlink",

@@ -465,12 +465,10 @@ pub fn restore_fds(
         })?;
         if fi.r#type == FdTypes::Ext as i32 {
             let key = e.ext.as_ref().and_then(|x| x.stasis_key.as_deref());
-            match key.and_then(|k| ctx.opts.inherit.iter().find(|(ik, _)| ik == k)) {
-                Some((k, local)) => {
-                    let what = format!("fd {}: {k} given to the restore", fi.fd);
-                    crate::kinds::share::install_local_raw(task, *local, fi.fd, cloexec_of(fi), &what)?;
-                }
-                None => {} // inherited from the restorer by number
+            // Without a key it is inherited from the restorer by number.
+            if let Some((k, local)) = key.and_then(|k| ctx.opts.inherit.iter().find(|(ik, _)| ik == k)) {
+                let what = format!("fd {}: {k} given to the restore", fi.fd);
+                crate::kinds::share::install_local_raw(task, *local, fi.fd, cloexec_of(fi), &what)?;
             }
             continue;
         }
