@@ -29,6 +29,9 @@ pub struct DumpOpts {
     /// /proc/PID/fd shows them): recorded as external with that key, at any
     /// fd number. A container's stdout/stderr pipes to its monitor.
     pub external: Vec<String>,
+    /// The tree's own cgroup (a v1 freezer directory or a v2 cgroup), frozen
+    /// first so the tree is seized whole.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// What a dump did and how long it took.
@@ -73,7 +76,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     check_root(root)?;
     let staging = ImageDirWriter::create(images)?;
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
-    let mut frozen = Frozen::freeze_tree(root)?;
+    let mut frozen = Frozen::freeze_tree(root, opts.cgroup.as_deref())?;
     frozen.pin_to_one_cpu();
     let vpids = crate::vpids::Vpids::read(&frozen.processes, root)?;
     // Socket diagnostics (netlink) see the sockets of the namespace they

@@ -1,16 +1,21 @@
-//! Freezing a process tree with ptrace alone (no cgroup): `PTRACE_SEIZE` +
-//! `PTRACE_INTERRUPT` every thread of every process, re-listing children and
-//! threads until a full pass finds nothing new (a task may fork or clone
-//! until the moment it is stopped).
+//! Freezing a process tree: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` every
+//! thread of every process, re-listing children and threads until a full
+//! pass finds nothing new (a task may fork or clone until the moment it is
+//! stopped). A tree with a cgroup of its own (a container) is first frozen
+//! with the cgroup freezer, so one pass sees it whole: every thread is
+//! seized and interrupted while frozen, the cgroup is thawed, and each
+//! thread stops in our trap before running its own code again.
 //!
 //! [`Frozen`] holds the stopped tasks and detaches them on drop, so every
 //! error path of a dump leaves the tree running as it was. Kill-after-dump
 //! goes through [`Frozen::kill_all`].
 
+use crate::cgfreeze::CgroupFreezer;
 use crate::error::DumpError;
 use stasis_sys::ptrace::{self, Stop};
 use stasis_sys::{proc_ctl, Pid};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One frozen process: its pid and its threads (main thread first).
@@ -74,8 +79,9 @@ fn is_zombie(state: Option<char>) -> bool {
 }
 
 impl Frozen {
-    /// Seizes and stops every thread of the tree rooted at `root`.
-    pub fn freeze_tree(root: Pid) -> Result<Frozen, DumpError> {
+    /// Seizes and stops every thread of the tree rooted at `root`, which
+    /// lives in the cgroup `cgroup` (freezer) if given.
+    pub fn freeze_tree(root: Pid, cgroup: Option<&Path>) -> Result<Frozen, DumpError> {
         let start = Instant::now();
         let mut frozen = Frozen {
             processes: Vec::new(),
@@ -86,7 +92,18 @@ impl Frozen {
             pinned: Vec::new(),
             job_stopped: BTreeSet::new(),
         };
-        let mut seized: BTreeSet<Pid> = BTreeSet::new();
+        if let Some(cg) = cgroup {
+            let freezer = CgroupFreezer::freeze(cg, root)?;
+            let started = frozen.seize_all_frozen(root);
+            freezer.thaw();
+            for tid in started? {
+                if !frozen.wait_stop(tid)? {
+                    frozen.seized.retain(|&t| t != tid);
+                }
+            }
+            log::debug!("freeze {root}: {} threads seized under the cgroup freezer", frozen.seized.len());
+        }
+        let mut seized: BTreeSet<Pid> = frozen.seized.iter().copied().collect();
         for _pass in 0..100 {
             let mut changed = false;
             let mut order: Vec<FrozenProcess> = Vec::new();
@@ -144,9 +161,34 @@ impl Frozen {
         Err(DumpError::Unstable { pid: root })
     }
 
-    /// Seizes and interrupts one thread; waits for its stop. `Ok(false)` if
-    /// it vanished.
-    fn seize_one(&mut self, tid: Pid) -> Result<bool, DumpError> {
+    /// Seizes and interrupts every thread of the (cgroup-frozen, so still)
+    /// tree without waiting: frozen tasks reach the stop once thawed.
+    /// Returns the threads to wait for.
+    fn seize_all_frozen(&mut self, root: Pid) -> Result<Vec<Pid>, DumpError> {
+        let mut started = Vec::new();
+        let mut queue = vec![root];
+        while let Some(pid) = queue.pop() {
+            let state = state_of(pid);
+            if pid != root && is_zombie(state) {
+                continue;
+            }
+            if state == Some('T') {
+                // Job-stopped: left to the ptrace-only pass, which knows.
+                continue;
+            }
+            let threads = list_threads(pid);
+            for &tid in &threads {
+                if self.seize_start(tid)? {
+                    started.push(tid);
+                }
+            }
+            queue.extend(list_children(pid, &threads).into_iter().rev());
+        }
+        Ok(started)
+    }
+
+    /// Seizes and interrupts one thread. `Ok(false)` if it vanished.
+    fn seize_start(&mut self, tid: Pid) -> Result<bool, DumpError> {
         let opts = ptrace::O_TRACESYSGOOD | ptrace::O_SUSPEND_SECCOMP;
         match ptrace::seize(tid, opts) {
             Ok(()) => {}
@@ -155,6 +197,21 @@ impl Frozen {
         }
         self.seized.push(tid);
         ptrace::interrupt(tid).map_err(|e| DumpError::Ptrace { pid: tid, what: "interrupt", source: e })?;
+        Ok(true)
+    }
+
+    /// Seizes and interrupts one thread; waits for its stop. `Ok(false)` if
+    /// it vanished.
+    fn seize_one(&mut self, tid: Pid) -> Result<bool, DumpError> {
+        if !self.seize_start(tid)? {
+            return Ok(false);
+        }
+        self.wait_stop(tid)
+    }
+
+    /// Waits for the interrupt stop of a seized thread (`Ok(false)`: it
+    /// exited).
+    fn wait_stop(&mut self, tid: Pid) -> Result<bool, DumpError> {
         loop {
             match ptrace::wait(tid) {
                 Ok(Stop::Event(ptrace::EVENT_STOP, _)) => return Ok(true),

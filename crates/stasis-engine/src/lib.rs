@@ -9,6 +9,7 @@
 //! dump), `kinds/*` (one resource kind each, dump and restore side by side),
 //! `dump` and `restore` (the orchestration), `proc` (typed /proc parsers).
 
+pub mod cgfreeze;
 pub mod dump;
 pub mod error;
 pub mod fault;

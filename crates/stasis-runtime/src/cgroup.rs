@@ -135,6 +135,13 @@ pub fn add_pid(dirs: &[PathBuf], pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// The container's cgroup to freeze it with: its v1 freezer directory, else
+/// its v2 cgroup (`None` when neither is reachable from here).
+pub fn freezer(dirs: &[PathBuf]) -> Option<PathBuf> {
+    let find = |file: &str| dirs.iter().find(|d| d.join(file).exists()).cloned();
+    find("freezer.state").or_else(|| find("cgroup.freeze"))
+}
+
 /// Pids still in a container's cgroups.
 pub fn pids(dirs: &[PathBuf]) -> Vec<i32> {
     let mut v: Vec<i32> = dirs

@@ -202,6 +202,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         leave_running: o.leave_running,
         tcp_established: o.tcp_established,
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
+        cgroup: crate::cgroup::freezer(&st.cgroups),
     };
     let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;

@@ -27,10 +27,6 @@
 //! fresh container's upper dir: everything is built in a staging dir beside
 //! it and only then moved in, so a refused or broken diff leaves the upper
 //! dir as it was.
-//!
-//! Opaque dirs are not detected yet: reading an xattr needs `lgetxattr(2)`,
-//! which `stasis-sys` does not wrap (see [`read_opaque`]). Until it does,
-//! `opaque.dirs` is never written; applying one works.
 
 use crate::archive;
 use crate::error::{Ctx, Result, RuntimeError};
@@ -81,12 +77,8 @@ pub fn write_rootfs_diff(upper: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Whether `dir` of an upper dir is opaque (`trusted.overlay.opaque=y`).
-///
-/// TODO: needs `stasis_sys::ns::lgetxattr` (the twin of `lsetxattr`, absent
-/// so far); until then no dir is reported opaque, so a dir the container
-/// deleted and made again shows the image's old entries after a restore.
-fn read_opaque(_dir: &Path) -> io::Result<bool> {
-    Ok(false)
+fn read_opaque(dir: &Path) -> io::Result<bool> {
+    Ok(stasis_sys::ns::lgetxattr(dir, "trusted.overlay.opaque")?.is_some_and(|v| v == b"y"))
 }
 
 fn write_diff(upper: &Path, dir: &Path, is_opaque: &dyn Fn(&Path) -> io::Result<bool>) -> Result<()> {

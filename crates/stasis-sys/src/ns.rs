@@ -145,6 +145,25 @@ pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     check_int(ret).map(drop)
 }
 
+/// `lgetxattr(2)`: the value of extended attribute `name` of `path` (not
+/// following a final symlink); `None` when it has no such attribute.
+pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let p = cpath(path)?;
+    let n = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: p and n are live NUL-terminated strings; buf's pointer and
+    // length describe writable bytes we own.
+    let ret = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    match check(ret as libc::c_long) {
+        Ok(len) => {
+            buf.truncate(len as usize);
+            Ok(Some(buf))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `setns(2)`: joins the namespace behind `fd` (`nstype` 0 = any kind).
 pub fn setns(fd: BorrowedFd<'_>, nstype: i32) -> io::Result<()> {
     // SAFETY: plain syscall on an fd we borrow.
