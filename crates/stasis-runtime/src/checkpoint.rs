@@ -25,6 +25,7 @@ use crate::container;
 use crate::error::{Ctx, Result, RuntimeError};
 use crate::image;
 use crate::monitor::RestoreReq;
+use crate::network::lock::NetLock;
 use crate::store::{self, ContainerConfig, ContainerState, Status, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -82,6 +83,8 @@ pub struct Named {
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOpts {
     pub tcp_established: bool,
+    /// Restore established TCP connections closed (`--tcp-close`).
+    pub tcp_close: bool,
     /// Keep the in-place bundle after a successful restore.
     pub keep: bool,
     pub ignore_rootfs: bool,
@@ -204,8 +207,19 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
         cgroup: crate::cgroup::freezer(&st.cgroups),
     };
+    // Connections being dumped get no packet (and send no RST) until they
+    // are restored; a failed or leave-running checkpoint lifts the lock.
+    let lock = match o.tcp_established {
+        true => Some(NetLock::lock(&cfg.id, st.pid).ctx(|| format!("locking the network of {}", cfg.name))?),
+        false => None,
+    };
     let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
+    match lock {
+        Some(l) if o.leave_running => l.unlock().ctx(|| format!("unlocking the network of {}", cfg.name))?,
+        Some(l) => l.gone(),
+        None => {}
+    }
     let runtime_us = micros(t0.elapsed());
     let criu = json!({
         "freezing_time": micros(stats.freezing_time),
@@ -279,7 +293,7 @@ pub fn restore_into(
             inherit.push((k, fd));
         }
     }
-    let opts = stasis_engine::RestoreOpts { tcp_established: r.tcp_established, inherit };
+    let opts = stasis_engine::RestoreOpts { tcp_established: r.tcp_established, tcp_close: r.tcp_close, inherit };
     let root = stasis_engine::restore::RootStub { pid };
     let done = stasis_engine::restore::restore_planned(plan, &opts, Some(root), t0)
         .map_err(|source| RuntimeError::Restore { what: format!("restoring container {}", cfg.name), source })?;
@@ -323,7 +337,7 @@ fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &Resto
         }
         store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), &cfg)?;
     }
-    let req = RestoreReq { dir: bundle.clone(), tcp_established: o.tcp_established };
+    let req = RestoreReq { dir: bundle.clone(), tcp_established: o.tcp_established, tcp_close: o.tcp_close };
     let _ = fs::remove_file(bundle.join("stats-restore"));
     container::start_locked(store, &cfg, exe, Some(&req))?;
     let stats: Value = store::read_json(&bundle.join("stats-restore")).unwrap_or(Value::Null);

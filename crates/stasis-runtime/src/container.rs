@@ -173,6 +173,9 @@ pub fn start_locked(store: &Store, cfg: &ContainerConfig, exe: &Path, restore: O
                     if r.tcp_established {
                         a.push("--tcp-established".into());
                     }
+                    if r.tcp_close {
+                        a.push("--tcp-close".into());
+                    }
                     a
                 })
                 .unwrap_or_default(),

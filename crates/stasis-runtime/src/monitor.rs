@@ -12,6 +12,7 @@
 use crate::cgroup;
 use crate::error::{Ctx, Result, RuntimeError};
 use crate::image;
+use crate::network::lock::NetLock;
 use crate::network::{parse_publish, Network, PortMapping};
 use crate::rootfs::{self, InitSpec};
 use crate::store::{self, now_ns, ContainerConfig, ContainerState, Status, Store};
@@ -140,6 +141,8 @@ pub struct RestoreReq {
     /// The checkpoint directory (with `checkpoint/`, the images).
     pub dir: PathBuf,
     pub tcp_established: bool,
+    /// Restore established TCP connections closed instead.
+    pub tcp_close: bool,
 }
 
 /// The monitor's main: `ready` gets "ok PID" or "error: MSG" once. Returns
@@ -275,6 +278,12 @@ fn start(
             s.pid = pid;
             drop((go_r, x_w));
             let (mut go, mut x) = (File::from(go_w), File::from(x_r));
+            // Restored TCP connections get no packet (and so send no RST)
+            // until their sockets are back: lock before the veth exists.
+            let lock = match restore.filter(|r| r.tcp_established) {
+                Some(_) => Some(NetLock::lock(&cfg.id, pid).ctx(|| format!("locking the network of {}", cfg.name))?),
+                None => None,
+            };
             bring_up(store, cfg, s, &mut go, &mut x)?;
             if let (Some(plan), Some(r)) = (plan, restore) {
                 // The restored tree's stdout/stderr are our pipes' write ends.
@@ -282,6 +291,9 @@ fn start(
                 crate::checkpoint::restore_into(store, cfg, r, plan, pid, stdio)?;
             }
             drop((me, out_w, err_w));
+            if let Some(l) = lock {
+                l.unlock().ctx(|| format!("unlocking the network of {}", cfg.name))?;
+            }
             log::debug!("monitor: {} (pid {pid}) runs after {:?}", cfg.name, t.elapsed());
             Ok((pid, File::from(out_r), File::from(err_r)))
         }

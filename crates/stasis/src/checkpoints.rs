@@ -52,8 +52,11 @@ pub struct RestoreArgs {
     #[arg(short = 'k', long)]
     keep: bool,
     /// Restore established TCP connections.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tcp_close")]
     tcp_established: bool,
+    /// Restore established TCP connections closed (the process sees them fail).
+    #[arg(long)]
+    tcp_close: bool,
     /// Create the container from an archive written by `checkpoint --export`.
     #[arg(short = 'i', long = "import", visible_alias = "file", value_name = "FILE")]
     import: Option<PathBuf>,
@@ -180,6 +183,7 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
         PodmanCmd::Restore(a) => {
             let o = RestoreOpts {
                 tcp_established: a.tcp_established,
+                tcp_close: a.tcp_close,
                 keep: a.keep,
                 ignore_rootfs: a.ignore_rootfs,
                 ignore_static_ip: a.ignore_static_ip,

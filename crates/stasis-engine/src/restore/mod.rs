@@ -34,6 +34,8 @@ use stub::{Task, SCRATCH_LEN};
 pub struct RestoreOpts {
     /// Restore established TCP connections (TCP_REPAIR).
     pub tcp_established: bool,
+    /// Restore established TCP connections as closed sockets instead.
+    pub tcp_close: bool,
     /// Files for the image's external files with these keys (see
     /// `DumpOpts::external`): fd numbers of ours, open during the restore.
     pub inherit: Vec<(String, std::os::fd::RawFd)>,

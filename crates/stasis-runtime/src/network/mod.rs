@@ -27,6 +27,7 @@
 mod cmd;
 mod ipam;
 mod link;
+pub mod lock;
 mod nft;
 mod ports;
 

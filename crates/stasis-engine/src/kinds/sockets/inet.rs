@@ -181,6 +181,7 @@ pub fn dump(
 /// Creates the socket of one `inet_sk_entry`, fully set up.
 pub fn restore(
     dir: &Path,
+    opts: &crate::restore::RestoreOpts,
     pid: i32,
     fd: u32,
     e: &pb::InetSkEntry,
@@ -207,7 +208,22 @@ pub fn restore(
     }
     opts::restore_pre_bind(sk.as_fd(), &e.opts).map_err(restore_io(pid, what("options")))?;
     let is_tcp = e.proto == libc::IPPROTO_TCP as u32;
-    let sk = if is_tcp && e.state == ST_ESTABLISHED {
+    let established = is_tcp && e.state == ST_ESTABLISHED;
+    if established && opts.tcp_close {
+        // The connection is dropped: the process gets a socket that was
+        // never connected (reads and writes fail with ENOTCONN).
+        log::info!("process {pid}, {}", what("restored closed (--tcp-close)"));
+        super::set_file_flags(sk.as_fd(), e.flags).map_err(restore_io(pid, what("file flags")))?;
+        return Ok(sk);
+    }
+    if established && !opts.tcp_established {
+        return Err(RestoreError::Task {
+            pid,
+            what: what("an established TCP connection: restore with --tcp-established, or --tcp-close to drop it"),
+            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+        });
+    }
+    let sk = if established {
         let stream = ImageDir::open(dir)?.read_tcp_stream(e.ino)?;
         let r = tcp::TcpRepair::enter(sk).map_err(restore_io(pid, what("repair mode")))?;
         let done = r.restore(&src, &dst, &stream).map_err(restore_io(pid, what("TCP repair")))?;

@@ -78,7 +78,8 @@ pub fn open_fd(
     fi: &pb::FdinfoEntry,
 ) -> Result<Option<Install>, RestoreError> {
     if let Some(isk) = &e.isk {
-        return inet::restore(ctx.dir, task.pid, fi.fd, isk, &mut ctx.sockets.tcp).map(|s| Some(Install::Local(s)));
+        return inet::restore(ctx.dir, ctx.opts, task.pid, fi.fd, isk, &mut ctx.sockets.tcp)
+            .map(|s| Some(Install::Local(s)));
     }
     let Some(usk) = &e.usk else { return Ok(None) };
     if ctx.sockets.unix.is_none() {
