@@ -192,8 +192,10 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         frozen.release();
     } else {
         frozen.kill_all();
+        log::debug!("dump {root}: tree killed at {:?}", t0.elapsed());
         tcp_repair.tree_killed();
     }
+    log::debug!("dump {root}: done at {:?}", t0.elapsed());
     stats.total_time = t0.elapsed();
     Ok(stats)
 }

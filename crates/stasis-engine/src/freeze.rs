@@ -274,8 +274,11 @@ impl Frozen {
         // their parents as usual.
         // Threads before their leader: the kernel reports a group leader's
         // exit only after every other thread of it was reaped.
+        let t = Instant::now();
         for &tid in self.seized.iter().rev() {
+            log::debug!("kill: waiting for {tid} at {:?}", t.elapsed());
             while let Ok(stop) = ptrace::wait(tid) {
+                log::debug!("kill: {tid} {stop:?} at {:?}", t.elapsed());
                 if matches!(stop, Stop::Exited(_) | Stop::Signaled(_)) {
                     break;
                 }

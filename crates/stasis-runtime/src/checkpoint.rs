@@ -112,6 +112,11 @@ fn bundle_dir(store: &Store, cfg: &ContainerConfig, named: Option<&Named>) -> Re
     }
 }
 
+/// Where the monitor leaves the statistics of its restore for the CLI.
+fn restore_stats(store: &Store, id: &str) -> PathBuf {
+    store.ctr_run_dir(id).join("stats-restore.json")
+}
+
 fn is_bundle(dir: &Path) -> bool {
     dir.join(IMAGES).join("inventory.img").is_file() && dir.join("config.dump").is_file()
 }
@@ -215,6 +220,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
     };
     let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
+    log::debug!("checkpoint {}: dumped at {:?}", cfg.name, t0.elapsed());
     match lock {
         Some(l) if o.leave_running => l.unlock().ctx(|| format!("unlocking the network of {}", cfg.name))?,
         Some(l) => l.gone(),
@@ -251,6 +257,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         }
         now.checkpointed = true;
         store.write_state(&cfg.id, &now)?;
+        log::debug!("checkpoint {}: the monitor recorded the exit at {:?}", cfg.name, t0.elapsed());
     }
     commit_dir(&staging, &target)?;
     guard.0 = None;
@@ -276,9 +283,9 @@ pub fn plan_restore(r: &RestoreReq) -> Result<stasis_engine::restore::RestorePla
 
 /// Restores the planned tree into the init `pid` the monitor forked (a
 /// stub by now, in the container's namespaces and rootfs); records the
-/// statistics in the bundle (`stats-restore`).
+/// statistics in the run dir ([`restore_stats`]).
 pub fn restore_into(
-    _store: &Store,
+    store: &Store,
     cfg: &ContainerConfig,
     r: &RestoreReq,
     plan: stasis_engine::restore::RestorePlan,
@@ -298,7 +305,7 @@ pub fn restore_into(
     let done = stasis_engine::restore::restore_planned(plan, &opts, Some(root), t0)
         .map_err(|source| RuntimeError::Restore { what: format!("restoring container {}", cfg.name), source })?;
     let stats = json!({ "restore_time": micros(done.restore_time), "processes": done.processes });
-    let _ = write_value(&r.dir.join("stats-restore"), &stats);
+    let _ = write_value(&restore_stats(store, &cfg.id), &stats);
     Ok(())
 }
 
@@ -337,16 +344,20 @@ fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &Resto
         }
         store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), &cfg)?;
     }
-    let req = RestoreReq { dir: bundle.clone(), tcp_established: o.tcp_established, tcp_close: o.tcp_close };
-    let _ = fs::remove_file(bundle.join("stats-restore"));
+    let req = RestoreReq {
+        dir: bundle.clone(),
+        tcp_established: o.tcp_established,
+        tcp_close: o.tcp_close,
+        remove_after: o.named.is_none() && !o.keep,
+    };
+    let _ = fs::remove_file(restore_stats(store, &cfg.id));
     container::start_locked(store, &cfg, exe, Some(&req))?;
-    let stats: Value = store::read_json(&bundle.join("stats-restore")).unwrap_or(Value::Null);
+    log::debug!("restore {}: running at {:?}", cfg.name, t0.elapsed());
+    let stats: Value = store::read_json(&restore_stats(store, &cfg.id)).unwrap_or(Value::Null);
     let mut st = store.read_state(&cfg.id);
     st.checkpointed = false;
     store.write_state(&cfg.id, &st)?;
-    if o.named.is_none() && !o.keep {
-        let _ = fs::remove_dir_all(&bundle);
-    }
+    log::debug!("restore {}: done at {:?}", cfg.name, t0.elapsed());
     Ok(json!({
         "stasis_restore_duration": micros(t0.elapsed()),
         "container_statistics": [{

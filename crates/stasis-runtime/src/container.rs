@@ -176,6 +176,9 @@ pub fn start_locked(store: &Store, cfg: &ContainerConfig, exe: &Path, restore: O
                     if r.tcp_close {
                         a.push("--tcp-close".into());
                     }
+                    if r.remove_after {
+                        a.push("--remove-after".into());
+                    }
                     a
                 })
                 .unwrap_or_default(),

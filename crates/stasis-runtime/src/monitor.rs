@@ -143,6 +143,9 @@ pub struct RestoreReq {
     pub tcp_established: bool,
     /// Restore established TCP connections closed instead.
     pub tcp_close: bool,
+    /// Remove `dir` once the tree runs (podman's in-place checkpoint is
+    /// consumed by its restore); done after the report, off the CLI's clock.
+    pub remove_after: bool,
 }
 
 /// The monitor's main: `ready` gets "ok PID" or "error: MSG" once. Returns
@@ -190,6 +193,9 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
         let _ = writeln!(ready, "ok {pid}");
     }
     drop(ready);
+    if let Some(r) = restore.as_ref().filter(|r| r.remove_after) {
+        let _ = fs::remove_dir_all(&r.dir);
+    }
     // Nothing of ours may keep the CLI's pipe open: stdout becomes /dev/null.
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = stasis_sys::fd::dup_to(null.as_fd(), 1);

@@ -178,6 +178,8 @@ pub enum ContainerCmd {
         tcp_established: bool,
         #[arg(long)]
         tcp_close: bool,
+        #[arg(long)]
+        remove_after: bool,
         id: String,
     },
 }
@@ -382,11 +384,16 @@ pub fn main(sa: &StoreArgs, cmd: ContainerCmd) -> ExitCode {
 fn run(sa: &StoreArgs, cmd: ContainerCmd) -> Result<i32, RuntimeError> {
     let store = open_store(sa)?;
     match cmd {
-        ContainerCmd::ContainerMonitor { id, restore, tcp_established, tcp_close } => {
+        ContainerCmd::ContainerMonitor { id, restore, tcp_established, tcp_close, remove_after } => {
             let ready = std::io::stdout().as_fd().try_clone_to_owned();
             let ready =
                 ready.map(File::from).map_err(|source| RuntimeError::Io { what: "monitor stdout".into(), source })?;
-            let restore = restore.map(|dir| stasis_runtime::monitor::RestoreReq { dir, tcp_established, tcp_close });
+            let restore = restore.map(|dir| stasis_runtime::monitor::RestoreReq {
+                dir,
+                tcp_established,
+                tcp_close,
+                remove_after,
+            });
             Ok(stasis_runtime::monitor::run(&store, &id, ready, restore))
         }
         ContainerCmd::Import { tarball, name, change } => {

@@ -8,6 +8,8 @@
 //! layouts of `linux/unix_diag.h` and `linux/inet_diag.h`; the exchange
 //! itself is `stasis_sys::net::sock_diag`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -122,15 +124,17 @@ pub fn unix_by_ino(ino: u32) -> io::Result<UnixDiag> {
     Ok(d)
 }
 
-/// Finds an inet socket of `family`/`proto` by inode in a sock_diag dump.
-pub fn inet_by_ino(family: i32, proto: i32, ino: u32) -> io::Result<Option<InetDiag>> {
+/// Every inet socket of `family`/`proto` in our network namespace, by inode
+/// (one sock_diag dump).
+fn inet_all(family: i32, proto: i32) -> io::Result<HashMap<u32, InetDiag>> {
     let mut req = Vec::with_capacity(56);
     req.extend_from_slice(&[family as u8, proto as u8, 0, 0]);
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
     let answers = stasis_sys::net::sock_diag(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, &req)?;
+    let mut all = HashMap::new();
     for b in answers {
-        if b.len() < 72 || u32_at(&b, 68) != ino {
+        if b.len() < 72 {
             continue;
         }
         let mut d =
@@ -140,9 +144,36 @@ pub fn inet_by_ino(family: i32, proto: i32, ino: u32) -> io::Result<Option<InetD
                 d.shutdown = p.first().copied().unwrap_or(0) as u32;
             }
         }
-        return Ok(Some(d));
+        all.insert(u32_at(&b, 68), d);
     }
-    Ok(None)
+    Ok(all)
+}
+
+thread_local! {
+    /// The dumps of the current checkpoint, per (family, protocol): the
+    /// tree is frozen (and a container's network locked), so one dump
+    /// serves every socket instead of one dump per socket.
+    static INET_CACHE: RefCell<HashMap<(i32, i32), HashMap<u32, InetDiag>>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets the cached dumps (at the start and end of each checkpoint).
+pub fn forget_inet() {
+    INET_CACHE.with(|c| c.borrow_mut().clear());
+}
+
+/// Finds an inet socket of `family`/`proto` by inode.
+pub fn inet_by_ino(family: i32, proto: i32, ino: u32) -> io::Result<Option<InetDiag>> {
+    let key = (family, proto);
+    if let Some(d) = INET_CACHE.with(|c| c.borrow().get(&key).map(|m| m.get(&ino).cloned())) {
+        if d.is_some() {
+            return Ok(d);
+        }
+    }
+    // Not seen yet (or the first of its kind): dump again.
+    let all = inet_all(family, proto)?;
+    let d = all.get(&ino).cloned();
+    INET_CACHE.with(|c| c.borrow_mut().insert(key, all));
+    Ok(d)
 }
 
 #[cfg(test)]

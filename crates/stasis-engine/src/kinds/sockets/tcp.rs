@@ -266,6 +266,7 @@ pub struct RepairGuard(());
 impl RepairGuard {
     pub fn begin() -> RepairGuard {
         drop(take_all());
+        super::diag::forget_inet();
         RepairGuard(())
     }
 
@@ -282,5 +283,6 @@ impl RepairGuard {
 impl Drop for RepairGuard {
     fn drop(&mut self) {
         drop(take_all());
+        super::diag::forget_inet();
     }
 }
