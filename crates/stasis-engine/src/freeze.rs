@@ -271,18 +271,27 @@ impl Frozen {
         }
         // Collect the exit of every task we trace, so none is left running
         // (or stopped) once the dump command returns; the zombies go to
-        // their parents as usual.
-        // Threads before their leader: the kernel reports a group leader's
-        // exit only after every other thread of it was reaped.
-        let t = Instant::now();
-        for &tid in self.seized.iter().rev() {
-            log::debug!("kill: waiting for {tid} at {:?}", t.elapsed());
-            while let Ok(stop) = ptrace::wait(tid) {
-                log::debug!("kill: {tid} {stop:?} at {:?}", t.elapsed());
-                if matches!(stop, Stop::Exited(_) | Stop::Signaled(_)) {
-                    break;
-                }
+        // their parents as usual. In any order, as each becomes ready: a
+        // group leader's exit is reported only after its other threads
+        // were reaped, and the last thread of a pid namespace's init waits
+        // (zap_pid_ns_processes) until every other task of the namespace,
+        // its own zombie threads included, is reaped by us.
+        let mut left = self.seized.clone();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_micros(20);
+        while !left.is_empty() && Instant::now() < end {
+            let before = left.len();
+            left.retain(|&tid| match ptrace::try_wait(tid) {
+                Ok(Some(Stop::Exited(_) | Stop::Signaled(_))) | Err(_) => false,
+                Ok(_) => true,
+            });
+            if left.len() == before {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(2));
             }
+        }
+        if !left.is_empty() {
+            log::warn!("killed tasks {left:?} did not exit within 10 s");
         }
         self.seized.clear();
         self.released = true;

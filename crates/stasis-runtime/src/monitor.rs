@@ -159,6 +159,8 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
             return 1;
         }
     };
+    // A failed restore leaves the container as it was (checkpointed).
+    let before = store.read_state(id);
     let mut started = Started { pid: 0, cgroups: Vec::new(), net: None };
     let res = start(store, &mut cfg, &mut started, restore.as_ref());
     let (pid, out, errp) = match res {
@@ -171,7 +173,11 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
                 let _ = stasis_sys::proc_ctl::wait_exit(started.pid);
             }
             cleanup(store, id, &st);
-            let _ = store.write_state(id, &ContainerState::default());
+            let after = match restore {
+                Some(_) => ContainerState { net: None, pid: 0, monitor_pid: 0, ..before },
+                None => ContainerState::default(),
+            };
+            let _ = store.write_state(id, &after);
             let _ = writeln!(ready, "error: {}", crate::error::one_line(&e));
             return 1;
         }

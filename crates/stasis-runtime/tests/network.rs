@@ -33,6 +33,13 @@ fn skip(why: &str) {
 
 /// True in the copy of test `name` that runs in a fresh netns; the outer
 /// call runs that copy, checks it passed, and returns false.
+/// Where the IPAM state of our network namespace lives.
+fn ipam_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    std::path::PathBuf::from(format!("/run/stasis-net/{ino}"))
+}
+
 fn isolated(name: &str) -> bool {
     if std::env::var_os(INNER).is_some() {
         sh(&["ip", "link", "set", "lo", "up"]);
@@ -327,9 +334,10 @@ fn publish_reach_and_clean_up() {
     }
     let t = table();
     assert!(!t.contains("ctr-") && !t.contains("stasis:"), "rules left:\n{t}");
-    let ipam = std::fs::read_to_string(root.join("network/ipam.json")).unwrap();
+    let ipam = std::fs::read_to_string(ipam_dir().join("ipam.json")).unwrap();
     assert!(ipam.contains("\"containers\": {}"), "{ipam}");
     std::fs::remove_dir_all(&root).unwrap();
+    let _ = std::fs::remove_dir_all(ipam_dir());
 }
 
 /// Issue 7's premise: rules and veth can be removed and re-created for the

@@ -52,7 +52,7 @@ pub struct RestoreArgs {
     #[arg(short = 'k', long)]
     keep: bool,
     /// Restore established TCP connections.
-    #[arg(long, conflicts_with = "tcp_close")]
+    #[arg(long)]
     tcp_established: bool,
     /// Restore established TCP connections closed (the process sees them fail).
     #[arg(long)]
@@ -181,6 +181,9 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
             Ok(0)
         }
         PodmanCmd::Restore(a) => {
+            if a.tcp_established && a.tcp_close {
+                return Err(RuntimeError::Invalid("--tcp-established and --tcp-close exclude each other".into()));
+            }
             let o = RestoreOpts {
                 tcp_established: a.tcp_established,
                 tcp_close: a.tcp_close,

@@ -1,7 +1,9 @@
 //! IPAM: which container holds which address of the subnet and which host
-//! ports it publishes. One JSON file, `ROOT/network/ipam.json`, read and
-//! written under an exclusive flock of `ROOT/network/ipam.lock`, replaced
-//! atomically (write a temporary file, fsync, rename, fsync the directory).
+//! ports it publishes. One JSON file per network namespace (the bridge's),
+//! `/run/stasis-net/INO/ipam.json`, shared by every store, read and written
+//! under an exclusive flock of `ipam.lock` beside it and replaced atomically
+//! (write a temporary file, rename). Each lease records its store's root;
+//! leases of containers their store no longer has are dropped on read.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -22,6 +24,9 @@ pub(super) struct Record {
     pub ip: Ipv4Addr,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// The store (`--root`) of the container.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
 }
 
 /// The whole IPAM state of one root.
@@ -84,7 +89,7 @@ impl State {
                     .map(Ipv4Addr::from)
                     .find(|ip| unusable(*ip).is_none() && !taken.contains(&u32::from(*ip)))
                     .ok_or_else(|| NetError::SubnetFull { id: id.into() })?;
-                self.containers.insert(id.into(), Record { ip, ports: Vec::new() });
+                self.containers.insert(id.into(), Record { ip, ports: Vec::new(), root: None });
                 Ok(ip)
             }
         }
@@ -103,7 +108,7 @@ impl State {
             }
             return Ok(());
         }
-        self.containers.entry(id.into()).or_insert(Record { ip, ports: Vec::new() }).ip = ip;
+        self.containers.entry(id.into()).or_insert(Record { ip, ports: Vec::new(), root: None }).ip = ip;
         Ok(())
     }
 
@@ -121,12 +126,14 @@ impl State {
 pub(super) struct Locked {
     _lock: File,
     dir: PathBuf,
+    root: PathBuf,
     pub state: State,
 }
 
 impl Locked {
-    /// Takes the lock of `dir` (blocking) and reads the state.
-    pub fn open(dir: &Path) -> Result<Locked, NetError> {
+    /// Takes the lock of `dir` (blocking) and reads the state, dropping
+    /// stale leases; new leases are made for the store at `root`.
+    pub fn open(dir: &Path, root: &Path) -> Result<Locked, NetError> {
         let lock_path = dir.join(LOCK_FILE);
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -143,11 +150,23 @@ impl Locked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(NetError::Io { path, source: e }),
         };
-        Ok(Locked { _lock: lock, dir: dir.to_path_buf(), state })
+        let mut state: State = state;
+        // A lease is stale once its store exists but no longer has the
+        // container (removed, or its store wiped while it held the lease).
+        state.containers.retain(|id, r| {
+            r.root.as_ref().is_none_or(|root| {
+                let all = root.join("containers");
+                !all.is_dir() || all.join(id).exists()
+            })
+        });
+        Ok(Locked { _lock: lock, dir: dir.to_path_buf(), root: root.to_path_buf(), state })
     }
 
     /// Writes the state atomically.
-    pub fn save(&self) -> Result<(), NetError> {
+    pub fn save(&mut self) -> Result<(), NetError> {
+        for r in self.state.containers.values_mut() {
+            r.root.get_or_insert_with(|| self.root.clone());
+        }
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let io = |p: &Path| {
@@ -212,7 +231,7 @@ mod tests {
         let mut s = State::default();
         let (net, bcast) = subnet_bounds();
         for (i, v) in (net + 2..bcast).enumerate() {
-            s.containers.insert(format!("c{i}"), Record { ip: Ipv4Addr::from(v), ports: vec![] });
+            s.containers.insert(format!("c{i}"), Record { ip: Ipv4Addr::from(v), ports: vec![], root: None });
         }
         assert!(matches!(s.allocate("x", None), Err(NetError::SubnetFull { .. })));
         s.containers.remove("c100");
@@ -236,15 +255,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stasis-ipam-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         {
-            let mut db = Locked::open(&dir).unwrap();
+            let mut db = Locked::open(&dir, &dir).unwrap();
             db.state.allocate("a", None).unwrap();
             db.save().unwrap();
         }
-        let db = Locked::open(&dir).unwrap();
+        let db = Locked::open(&dir, &dir).unwrap();
         assert_eq!(db.state.containers["a"].ip, Ipv4Addr::new(10, 89, 0, 2));
         drop(db);
         std::fs::write(dir.join(STATE_FILE), b"{not json").unwrap();
-        let e = Locked::open(&dir).err().unwrap().to_string();
+        let e = Locked::open(&dir, &dir).err().unwrap().to_string();
         assert!(e.contains("ipam.json") && e.contains("corrupt"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -258,7 +277,7 @@ mod tests {
                 let dir = dir.clone();
                 std::thread::spawn(move || {
                     for i in 0..20 {
-                        let mut db = Locked::open(&dir).unwrap();
+                        let mut db = Locked::open(&dir, &dir).unwrap();
                         db.state.allocate(&format!("t{t}-{i}"), None).unwrap();
                         db.save().unwrap();
                     }
@@ -266,7 +285,7 @@ mod tests {
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        let db = Locked::open(&dir).unwrap();
+        let db = Locked::open(&dir, &dir).unwrap();
         let ips: std::collections::HashSet<_> = db.state.containers.values().map(|r| r.ip).collect();
         assert_eq!((db.state.containers.len(), ips.len()), (160, 160));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -136,17 +136,27 @@ pub struct NetState {
 /// The host's container network, with its IPAM state under `ROOT/network/`.
 #[derive(Debug, Clone)]
 pub struct Network {
+    /// The IPAM state of this network namespace's bridge.
     dir: PathBuf,
+    /// The store whose containers this handle connects.
+    root: PathBuf,
 }
 
 impl Network {
-    /// Opens (creating if needed) the IPAM state under `root/network/`.
-    /// Touches neither links nor rules: the bridge and table are created on
-    /// the first [`attach`](Network::attach).
+    /// Opens (creating if needed) the IPAM state of the bridge of our
+    /// network namespace, for the containers of the store at `root`.
+    /// Every store on this host shares the bridge, so they share one IPAM
+    /// (in `/run/stasis-net/NETNS-INODE/`); each lease names its store and
+    /// is dropped once that store no longer has the container. Touches
+    /// neither links nor rules: the bridge and table are created on the
+    /// first [`attach`](Network::attach).
     pub fn open(root: &Path) -> Result<Network, NetError> {
-        let dir = root.join("network");
+        use std::os::unix::fs::MetadataExt;
+        let ns = Path::new("/proc/thread-self/ns/net");
+        let ino = std::fs::metadata(ns).map_err(|source| NetError::Io { path: ns.into(), source })?.ino();
+        let dir = PathBuf::from(format!("/run/stasis-net/{ino}"));
         std::fs::create_dir_all(&dir).map_err(|source| NetError::Io { path: dir.clone(), source })?;
-        Ok(Network { dir })
+        Ok(Network { dir, root: root.to_path_buf() })
     }
 
     /// Reserves an address for container `id`: exactly `want`, or the lowest
@@ -154,7 +164,7 @@ impl Network {
     /// address keeps it (unless `want` names another free one, which then
     /// replaces it).
     pub fn allocate(&self, id: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, NetError> {
-        let mut db = ipam::Locked::open(&self.dir)?;
+        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
         let ip = db.state.allocate(id, want)?;
         db.save()?;
         log::debug!("network: container {id} holds {ip}");
@@ -163,7 +173,7 @@ impl Network {
 
     /// The address container `id` holds, if any.
     pub fn allocated(&self, id: &str) -> Result<Option<Ipv4Addr>, NetError> {
-        let db = ipam::Locked::open(&self.dir)?;
+        let db = ipam::Locked::open(&self.dir, &self.root)?;
         Ok(db.state.containers.get(id).map(|r| r.ip))
     }
 
@@ -191,7 +201,7 @@ impl Network {
             }
             _ => {}
         }
-        let mut db = ipam::Locked::open(&self.dir)?;
+        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
         db.state.claim(id, ip)?;
         let table = nft::Table::load(id)?;
         self.check_ports(&db.state, &table, id, ports)?;
@@ -220,7 +230,7 @@ impl Network {
     /// Idempotent; keeps the address (see [`release`](Network::release)) and
     /// never touches conntrack entries.
     pub fn detach(&self, id: &str, state: &NetState) -> Result<(), NetError> {
-        let mut db = ipam::Locked::open(&self.dir)?;
+        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
         nft::unpublish(id)?;
         link::delete_veth(id, &state.host_veth)?;
         if let Some(rec) = db.state.containers.get_mut(id) {
@@ -235,7 +245,7 @@ impl Network {
 
     /// Frees container `id`'s address. Idempotent.
     pub fn release(&self, id: &str) -> Result<(), NetError> {
-        let mut db = ipam::Locked::open(&self.dir)?;
+        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
         if db.state.containers.remove(id).is_some() {
             db.save()?;
             log::debug!("network: released the address of container {id}");
@@ -248,7 +258,7 @@ impl Network {
     /// [`unpublish`](Network::unpublish) and conntrack entries were kept.
     /// Replaces whatever rules the container had.
     pub fn publish(&self, id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<(), NetError> {
-        let mut db = ipam::Locked::open(&self.dir)?;
+        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
         db.state.claim(id, ip)?;
         let table = nft::Table::load(id)?;
         self.check_ports(&db.state, &table, id, ports)?;
@@ -264,7 +274,7 @@ impl Network {
     /// ports stay recorded as the container's, so no other container can take
     /// them meanwhile.
     pub fn unpublish(&self, id: &str) -> Result<(), NetError> {
-        let _db = ipam::Locked::open(&self.dir)?;
+        let _db = ipam::Locked::open(&self.dir, &self.root)?;
         nft::unpublish(id)
     }
 

@@ -1,0 +1,194 @@
+//! Established TCP connections across container checkpoint and restore
+//! (root): keep-alive HTTP clients of nginx through the published port and
+//! straight to the container's address, 100 at once, with requests sent
+//! while the container is checkpointed; a redis session whose pipelined
+//! commands arrive while it is frozen; `--tcp-close`; the errors for a
+//! missing flag. The clients are `tests/progs/tcp_client.py`.
+
+mod common;
+mod ctr_common;
+
+use ctr_common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// A running `tcp_client.py` and its control directory.
+struct Client {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Client {
+    fn start(h: &common::Harness, name: &str, kind: &str, addr: &str, port: u16, n: usize) -> Client {
+        let dir = h.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = common::repo_root().join("tests/progs/tcp_client.py");
+        let child = Command::new(common::python3())
+            .arg(script)
+            .args([kind, addr, &port.to_string(), &n.to_string()])
+            .arg(&dir)
+            .stdout(std::fs::File::create(dir.join("log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tcp_client.py");
+        let c = Client { child, dir };
+        c.wait_for("READY");
+        c
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.contains(what) || log.contains("ERROR") {
+                return log;
+            }
+            assert!(Instant::now() < end, "client never printed {what}: {log}");
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends its requests (maybe while the container is checkpointed).
+    fn send(&self) {
+        std::fs::write(self.dir.join("send"), "").unwrap();
+    }
+
+    /// Reads the answers; returns the client's last line.
+    fn finish(mut self) -> String {
+        std::fs::write(self.dir.join("go"), "").unwrap();
+        let log = self.wait_for("OK ");
+        let _ = self.child.wait();
+        log.lines().last().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ip_of(host: &Host, name: &str) -> String {
+    host.inspect(name)["NetworkSettings"]["IPAddress"].as_str().expect("ip").to_string()
+}
+
+#[test]
+fn nginx_100_connections_survive() {
+    let Some(host) = Host::new("tcp-nginx") else { return };
+    host.import("nginx");
+    host.run(&["run", "-d", "--name", "web", "-p", "18190:80", "nginx"]);
+    let ip = ip_of(&host, "web");
+    let h = host.h.as_ref().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while curl("http://127.0.0.1:18190/", None).is_empty() {
+        assert!(Instant::now() < end, "nginx does not answer");
+        sleep(Duration::from_millis(50));
+    }
+    let published = Client::start(h, "published", "http", "127.0.0.1", 18190, 100);
+    let direct = Client::start(h, "direct", "http", &ip, 80, 10);
+    assert!(published.log().contains("FIRST 100/100"), "{}", published.log());
+
+    // Without the flag: refused, naming a connection; it keeps running.
+    let out = host.try_run(&["container", "checkpoint", "web"]);
+    out.assert_one_line_error("checkpoint without --tcp-established");
+    assert!(out.stderr.contains("established TCP connection") && out.stderr.contains("--tcp-established"));
+    assert_eq!(host.ps_one("web")["State"], "running");
+
+    host.run(&["container", "checkpoint", "--tcp-established", "web"]);
+    // Requests sent while nothing runs: the kernel retransmits them.
+    published.send();
+    direct.send();
+    sleep(Duration::from_millis(300));
+    // Restoring connections needs a choice.
+    let out = host.try_run(&["container", "restore", "web"]);
+    out.assert_one_line_error("restore without --tcp-established");
+    assert!(out.stderr.contains("--tcp-established") && out.stderr.contains("--tcp-close"), "{}", out.stderr);
+    assert_eq!(host.ps_one("web")["State"], "exited", "a refused restore leaves it checkpointed");
+    host.run(&["container", "restore", "--tcp-established", "web"]);
+    assert_eq!(published.finish(), "OK 100/100 same-sockets=True");
+    assert_eq!(direct.finish(), "OK 10/10 same-sockets=True");
+    assert!(curl("http://127.0.0.1:18190/", None).contains("hello from stasis nginx"), "new connections work");
+}
+
+#[test]
+fn redis_pipeline_sent_while_frozen() {
+    let Some(host) = Host::new("tcp-redis") else { return };
+    let f = fixtures();
+    host.run(&["import", &f.join("redis.tar").display().to_string(), "redis"]);
+    let args = ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"];
+    let mut run = vec!["run", "-d", "--name", "rd", "-p", "16390:6379", "redis"];
+    run.extend(args);
+    host.run(&run);
+    let h = host.h.as_ref().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        // The first connection may race the server's start.
+        let c = Command::new("redis-cli").args(["-p", "16390", "ping"]).output();
+        if c.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+            break Client::start(h, "redis", "redis", "127.0.0.1", 16390, 10_000);
+        }
+        assert!(Instant::now() < end, "redis does not answer");
+        sleep(Duration::from_millis(50));
+    };
+    host.run(&["container", "checkpoint", "--tcp-established", "rd"]);
+    client.send();
+    sleep(Duration::from_millis(300));
+    host.run(&["container", "restore", "--tcp-established", "rd"]);
+    assert_eq!(client.finish(), "OK 1/1 replies=10000");
+    let v = Command::new("redis-cli").args(["-p", "16390", "get", "k9999"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "v9999");
+    // The images of a TCP checkpoint read fine with crit.
+    host.run(&["checkpoint", "create", "--leave-running", "rd", "ck"]);
+    let id = host.inspect("rd")["Id"].as_str().unwrap().to_string();
+    common::check_images(&host.root.join("containers").join(id).join("checkpoints/ck/checkpoint"));
+}
+
+#[test]
+fn tcp_close_drops_the_connections() {
+    let Some(host) = Host::new("tcp-close") else { return };
+    host.import("nginx");
+    host.run(&["run", "-d", "--name", "web", "-p", "18191:80", "nginx"]);
+    let h = host.h.as_ref().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while curl("http://127.0.0.1:18191/", None).is_empty() {
+        assert!(Instant::now() < end, "nginx does not answer");
+        sleep(Duration::from_millis(50));
+    }
+    let client = Client::start(h, "closed", "http", "127.0.0.1", 18191, 5);
+    host.run(&["container", "checkpoint", "--tcp-established", "web"]);
+    host.fails(&["container", "restore", "--tcp-established", "--tcp-close", "web"]);
+    host.run(&["container", "restore", "--tcp-close", "web"]);
+    client.send();
+    let last = client.finish();
+    assert!(last.starts_with("ERROR"), "the old connections are gone: {last}");
+    assert!(curl("http://127.0.0.1:18191/", None).contains("hello from stasis nginx"), "it serves new ones");
+}
+
+#[test]
+fn restore_where_the_address_is_taken() {
+    let Some(host) = Host::new("tcp-ip-taken") else { return };
+    host.import("nginx");
+    host.run(&["run", "-d", "--name", "web", "nginx"]);
+    let ip = ip_of(&host, "web");
+    let archive = host.h.as_ref().unwrap().path("web.tar.zst");
+    let a = archive.display().to_string();
+    host.run(&["container", "checkpoint", "-e", &a, "web"]);
+    // Another container takes the address meanwhile.
+    host.run(&["run", "-d", "--name", "squatter", "nginx"]);
+    assert_eq!(ip_of(&host, "squatter"), ip, "the freed address is handed out again");
+    host.fails(&["container", "restore", "web"]);
+    assert_eq!(host.ps_one("web")["State"], "exited");
+    host.fails(&["container", "restore", "-i", &a, "-n", "web2"]);
+    assert!(host.ps().iter().all(|c| c["Names"][0] != "web2"), "nothing of web2 is left");
+    // With a new address it comes up.
+    host.run(&["container", "restore", "--ignore-static-ip", "web"]);
+    assert_ne!(ip_of(&host, "web"), ip);
+    assert!(Path::new("/proc").exists());
+}
