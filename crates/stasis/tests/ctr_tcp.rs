@@ -22,10 +22,31 @@ struct Client {
 
 impl Client {
     fn start(h: &common::Harness, name: &str, kind: &str, addr: &str, port: u16, n: usize) -> Client {
+        Client::start_in(None, h, name, kind, addr, port, n)
+    }
+
+    /// [`Client::start`] in network namespace `netns`.
+    fn start_in(
+        netns: Option<&str>,
+        h: &common::Harness,
+        name: &str,
+        kind: &str,
+        addr: &str,
+        port: u16,
+        n: usize,
+    ) -> Client {
         let dir = h.path(name);
         std::fs::create_dir_all(&dir).unwrap();
         let script = common::repo_root().join("tests/progs/tcp_client.py");
-        let child = Command::new(common::python3())
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, common::python3()]);
+                c
+            }
+            None => Command::new(common::python3()),
+        };
+        let child = cmd
             .arg(script)
             .args([kind, addr, &port.to_string(), &n.to_string()])
             .arg(&dir)
@@ -191,4 +212,59 @@ fn restore_where_the_address_is_taken() {
     host.run(&["container", "restore", "--ignore-static-ip", "web"]);
     assert_ne!(ip_of(&host, "web"), ip);
     assert!(Path::new("/proc").exists());
+}
+
+/// Runs `ip ARGS`, asserting it worked.
+fn ip(args: &[&str]) {
+    let ok = Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+    assert!(ok, "ip {}", args.join(" "));
+}
+
+#[test]
+fn migration_keeps_connections() {
+    let Some(host) = Host::new("tcp-migrate") else { return };
+    // Two hosts and a client, each a network namespace. The client has one
+    // address (198.19.0.10) that both hosts route to; it reaches the
+    // containers' subnet through A, and through B after the migration.
+    let tag = std::process::id();
+    let (na, nb, nc) = (Netns(format!("st-a-{tag}")), Netns(format!("st-b-{tag}")), Netns(format!("st-c-{tag}")));
+    for ns in [&na, &nb, &nc] {
+        ip(&["netns", "add", &ns.0]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+    }
+    for (host_ns, side, net) in [(&na.0, "a", "198.19.1"), (&nb.0, "b", "198.19.2")] {
+        let (h_if, c_if) = (format!("to-c{side}"), format!("to-{side}"));
+        ip(&["-n", host_ns, "link", "add", &h_if, "type", "veth", "peer", "name", &c_if, "netns", &nc.0]);
+        ip(&["-n", host_ns, "addr", "add", &format!("{net}.1/24"), "dev", &h_if]);
+        ip(&["-n", host_ns, "link", "set", &h_if, "up"]);
+        ip(&["-n", &nc.0, "addr", "add", &format!("{net}.2/24"), "dev", &c_if]);
+        ip(&["-n", &nc.0, "link", "set", &c_if, "up"]);
+        ip(&["-n", host_ns, "route", "add", "198.19.0.10/32", "via", &format!("{net}.2")]);
+    }
+    ip(&["-n", &nc.0, "addr", "add", "198.19.0.10/32", "dev", "lo"]);
+    ip(&["-n", &nc.0, "route", "add", "10.89.0.0/16", "via", "198.19.1.1", "src", "198.19.0.10"]);
+
+    let a = host.other("a", &na.0);
+    let b = host.other("b", &nb.0);
+    a.import("nginx");
+    b.import("nginx");
+    a.run(&["run", "-d", "--name", "web", "nginx"]);
+    let addr = ip_of(&a, "web");
+    let h = host.h.as_ref().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while curl(&format!("http://{addr}/"), Some(&nc.0)).is_empty() {
+        assert!(Instant::now() < end, "nginx on A does not answer the client");
+        sleep(Duration::from_millis(50));
+    }
+    let client = Client::start_in(Some(&nc.0), h, "migrating", "http", &addr, 80, 10);
+    let archive = h.path("web.tar.zst").display().to_string();
+    a.run(&["container", "checkpoint", "--tcp-established", "-e", &archive, "web"]);
+    client.send();
+    ip(&["-n", &nc.0, "route", "replace", "10.89.0.0/16", "via", "198.19.2.1", "src", "198.19.0.10"]);
+    b.run(&["container", "restore", "--tcp-established", "-i", &archive, "-n", "web2"]);
+    assert_eq!(ip_of(&b, "web2"), addr, "the container keeps its address on B");
+    assert_eq!(client.finish(), "OK 10/10 same-sockets=True", "the old connections go on from B");
+    assert!(curl(&format!("http://{addr}/"), Some(&nc.0)).contains("hello from stasis nginx"), "new ones work too");
+    assert_ne!(a.ps_one("web")["State"], "running", "A no longer runs it");
+    drop((a, b));
 }

@@ -158,6 +158,10 @@ pub(super) fn ensure_base(id: &str, table: &Table) -> Result<(), NetError> {
             "postrouting",
             "{ type nat hook postrouting priority srcnat; policy accept; }".into(),
             vec![
+                // A TCP flow whose first packet here is not a SYN is a
+                // connection that began elsewhere (a container migrated
+                // here with --tcp-established): it keeps its addresses.
+                format!("ip saddr {net} ip daddr != {net} tcp flags & (fin | syn | rst | ack) != syn accept"),
                 // The containers' way out.
                 format!("ip saddr {net} ip daddr != {net} masquerade"),
                 // Hairpin: a container reaching a published port of the bridge.
