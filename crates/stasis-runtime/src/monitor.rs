@@ -109,13 +109,30 @@ fn ports_of(cfg: &ContainerConfig) -> Result<Vec<PortMapping>> {
 /// Parent side after fork: cgroups, network, go, exec check.
 fn bring_up(store: &Store, cfg: &mut ContainerConfig, s: &mut Started, go: &mut File, err: &mut File) -> Result<()> {
     let t = std::time::Instant::now();
-    cgroup::add_pid(&s.cgroups, s.pid)?;
-    let net = Network::open(&store.root).ctx(|| "opening the network state")?;
-    let want: Option<Ipv4Addr> = cfg.ip.as_deref().and_then(|s| s.parse().ok());
-    let ip = net.allocate(&cfg.id, want).ctx(|| format!("allocating an address for {}", cfg.name))?;
-    let ports = ports_of(cfg)?;
-    let state =
-        net.attach(&cfg.id, s.pid, ip, cfg.mac.as_deref(), &ports).ctx(|| format!("connecting {}", cfg.name))?;
+    // Moving a task into a cgroup waits for an RCU grace period per v1
+    // hierarchy (~10 ms for the nine here): done beside the network setup,
+    // which spends its time waiting for `ip` and `nft`.
+    let (cgroups, pid) = (s.cgroups.clone(), s.pid);
+    let joined = std::thread::spawn(move || cgroup::add_pid(&cgroups, pid));
+    let attached = (|| {
+        let net = Network::open(&store.root).ctx(|| "opening the network state")?;
+        let want: Option<Ipv4Addr> = cfg.ip.as_deref().and_then(|s| s.parse().ok());
+        let ip = net.allocate(&cfg.id, want).ctx(|| format!("allocating an address for {}", cfg.name))?;
+        let ports = ports_of(cfg)?;
+        let state =
+            net.attach(&cfg.id, pid, ip, cfg.mac.as_deref(), &ports).ctx(|| format!("connecting {}", cfg.name))?;
+        Ok((ip, state))
+    })();
+    let joined = joined.join().unwrap_or_else(|_| Err(RuntimeError::Invalid("joining the cgroups panicked".into())));
+    log::debug!("monitor: init {pid} in its cgroups after {:?}", t.elapsed());
+    let (ip, state) = match (attached, joined) {
+        (Ok(v), Ok(())) => v,
+        (Ok((_, state)), Err(e)) => {
+            s.net = Some(state);
+            return Err(e);
+        }
+        (Err(e), _) => return Err(e),
+    };
     if cfg.ip.is_none() || cfg.mac.is_none() {
         cfg.ip = Some(ip.to_string());
         cfg.mac = Some(state.mac.clone());
@@ -199,8 +216,13 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
         let _ = writeln!(ready, "ok {pid}");
     }
     drop(ready);
-    if let Some(r) = restore.as_ref().filter(|r| r.remove_after) {
-        let _ = fs::remove_dir_all(&r.dir);
+    if let Some(r) = &restore {
+        if r.tcp_established {
+            NetLock::remove(id, pid);
+        }
+        if r.remove_after {
+            let _ = fs::remove_dir_all(&r.dir);
+        }
     }
     // Nothing of ours may keep the CLI's pipe open: stdout becomes /dev/null.
     if let Ok(null) = File::options().write(true).open("/dev/null") {

@@ -283,6 +283,7 @@ pub fn restore_planned(
         threads.insert(pid, ts);
     }
     crate::kinds::sockets::after_all_fds(&mut cx.fd)?;
+    log::debug!("restore: sockets out of repair mode at {:?}", t0.elapsed());
     // Zombies: created by their parent, then made to exit with their code.
     let mut zombies = Vec::new();
     for p in tree.processes.iter().filter(|p| p.is_zombie()) {
@@ -327,10 +328,12 @@ pub fn restore_planned(
         }
     }
     drop(cpus);
+    log::debug!("restore: registers set at {:?}", t0.elapsed());
     for tid in &ready {
         let sig = if stopped.contains(tid) { libc::SIGSTOP } else { 0 };
         let _ = ptrace::detach(*tid, sig);
     }
+    log::debug!("restore: released at {:?}", t0.elapsed());
     // Zombies' tracer notifications.
     for z in zombies {
         let _ = ptrace::wait(z);

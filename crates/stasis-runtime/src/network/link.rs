@@ -70,7 +70,15 @@ fn bridge_ready(show: &str) -> bool {
 /// gateway address, brings it up, and enables forwarding and
 /// `route_localnet` (needed to DNAT 127.0.0.1 to a container).
 pub(super) fn ensure_bridge(id: &str) -> Result<(), NetError> {
-    if !run("ip", &["addr", "show", "dev", BRIDGE], None).is_ok_and(|out| bridge_ready(&out)) {
+    // Fast path, no `ip` run: the bridge exists, is up and has its address
+    // (ipv4's `conf` entry appears with the first address).
+    let sys = format!("/sys/class/net/{BRIDGE}/flags");
+    let up = std::fs::read_to_string(&sys)
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & 1 != 0);
+    let configured = up && std::path::Path::new(&format!("/proc/sys/net/ipv4/conf/{BRIDGE}")).exists();
+    if !configured && !run("ip", &["addr", "show", "dev", BRIDGE], None).is_ok_and(|out| bridge_ready(&out)) {
         let mac = default_mac(GATEWAY);
         let batch = format!(
             "link add {BRIDGE} address {mac} type bridge\naddr add {GATEWAY}/{PREFIX_LEN} dev {BRIDGE}\nlink set {BRIDGE} up\n"
@@ -128,11 +136,14 @@ pub(super) fn create_veth(id: &str, pid: i32, host_veth: &str, ip: Ipv4Addr, mac
             return Err(f.into_err(id, &format!("creating veth {host_veth} for process {pid}")));
         }
     }
-    let netns = format!("--net=/proc/{pid}/ns/net");
     let inside = format!(
         "link set lo up\naddr add {ip}/{PREFIX_LEN} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY} dev eth0\n"
     );
-    if let Err(f) = run("nsenter", &[&netns, "ip", "-batch", "-"], Some(&inside)) {
+    // Our thread joins the container's netns and `ip` inherits it.
+    let in_ns = stasis_sys::ns::ThreadNetns::enter(pid)
+        .map_err(|e| super::cmd::Failure { cmd: format!("setns to the netns of {pid}"), stderr: e.to_string() })
+        .and_then(|_ns| run("ip", &["-batch", "-"], Some(&inside)));
+    if let Err(f) = in_ns {
         let _ = delete_veth(id, host_veth);
         return Err(f.into_err(id, &format!("configuring eth0 ({ip}) in the netns of process {pid}")));
     }

@@ -11,6 +11,22 @@ use stasis_sys::ns::ThreadNetns;
 
 const TABLE: &str = "stasis_lock";
 
+/// The lock: a table whose hooks drop every packet unless set `open` holds
+/// its family. Unlocking only *adds* elements: nf_tables commits that free
+/// something (deleting a table, a rule, a set element) wait for an RCU
+/// grace period, 15-30 ms here, which would hold the restored connections
+/// back; the open table is removed afterwards, off the clock.
+fn lock_script() -> String {
+    format!(
+        "create table inet {TABLE}\n\
+         add set inet {TABLE} open {{ type nf_proto; }}\n\
+         add chain inet {TABLE} input {{ type filter hook input priority -300; policy accept; }}\n\
+         add chain inet {TABLE} output {{ type filter hook output priority -300; policy accept; }}\n\
+         add rule inet {TABLE} input meta nfproto != @open drop\n\
+         add rule inet {TABLE} output meta nfproto != @open drop\n"
+    )
+}
+
 /// A locked container network; unlocked on drop.
 pub struct NetLock {
     /// The container's init (its network namespace).
@@ -30,22 +46,35 @@ impl NetLock {
     /// Drops every packet in and out of the network namespace of `pid`
     /// (container `id`).
     pub fn lock(id: &str, pid: i32) -> Result<NetLock, NetError> {
-        let script = format!(
-            "table inet {TABLE} {{\n\
-             chain input {{ type filter hook input priority -300; policy drop; }}\n\
-             chain output {{ type filter hook output priority -300; policy drop; }}\n}}\n"
-        );
-        nft_in(id, pid, "locking the network", &script)?;
+        let what = "locking the network";
+        if nft_in(id, pid, what, &lock_script()).is_err() {
+            // A lock table left open by an earlier restore: replace it.
+            nft_in(id, pid, what, &format!("delete table inet {TABLE}\n{}", lock_script()))?;
+        }
         log::debug!("network: locked container {id} (pid {pid})");
         Ok(NetLock { pid, id: id.to_string(), active: true })
     }
 
-    /// Lets packets through again.
+    /// Lets packets through again (the table stays, open: see
+    /// [`remove`](NetLock::remove)).
     pub fn unlock(mut self) -> Result<(), NetError> {
         self.active = false;
-        nft_in(&self.id, self.pid, "unlocking the network", &format!("delete table inet {TABLE}\n"))?;
+        self.open()?;
         log::debug!("network: unlocked container {}", self.id);
         Ok(())
+    }
+
+    fn open(&self) -> Result<(), NetError> {
+        let script = format!("add element inet {TABLE} open {{ ipv4, ipv6 }}\n");
+        nft_in(&self.id, self.pid, "unlocking the network", &script)
+    }
+
+    /// Removes the (open) lock table of container `id`, whose init is
+    /// `pid`; slow (an RCU grace period), so called once nothing waits.
+    pub fn remove(id: &str, pid: i32) {
+        if let Err(e) = nft_in(id, pid, "removing the network lock", &format!("delete table inet {TABLE}\n")) {
+            log::debug!("network: {e}");
+        }
     }
 
     /// Forgets the lock without lifting it: the namespace went away with
@@ -58,7 +87,7 @@ impl NetLock {
 impl Drop for NetLock {
     fn drop(&mut self) {
         if self.active {
-            let _ = nft_in(&self.id, self.pid, "unlocking the network", &format!("delete table inet {TABLE}\n"));
+            let _ = self.open();
         }
     }
 }
