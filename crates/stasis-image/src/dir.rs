@@ -209,6 +209,64 @@ pub struct ImageDirWriter {
     staging: PathBuf,
     final_dir: PathBuf,
     committed: bool,
+    /// Files already written that background threads fsync while the dump
+    /// goes on (see [`ImageDirWriter::sync_early`]).
+    early: EarlySync,
+}
+
+/// A few threads fsyncing finished image files while the dump goes on:
+/// one file per connection (`tcp-stream-*.img`) makes hundreds of small
+/// files, whose writeback then overlaps the rest of the dump instead of
+/// all landing on the commit.
+#[derive(Default, Debug)]
+struct EarlySync {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<PathBuf>>>,
+    workers: std::sync::Mutex<Vec<SyncWorker>>,
+}
+
+/// A background fsync thread; returns the files it synced.
+type SyncWorker = std::thread::JoinHandle<Result<Vec<PathBuf>, ImageError>>;
+
+impl EarlySync {
+    const WORKERS: usize = 4;
+
+    fn push(&self, path: PathBuf) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+            let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+            let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..Self::WORKERS {
+                let rx = rx.clone();
+                workers.push(std::thread::spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(p) = next else { return Ok(done) };
+                        fsync(&p)?;
+                        done.push(p);
+                    }
+                }));
+            }
+            *q = Some(tx);
+        }
+        if let Some(tx) = q.as_ref() {
+            let _ = tx.send(path);
+        }
+    }
+
+    /// Waits for the queue to drain; returns the files fsynced.
+    fn finish(&self) -> Result<std::collections::HashSet<PathBuf>, ImageError> {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let mut done = std::collections::HashSet::new();
+        for w in self.workers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let synced = w.join().unwrap_or_else(|_| {
+                Err(ImageError::io("fsync", Path::new("."), std::io::Error::other("fsync thread panicked")))
+            })?;
+            done.extend(synced);
+        }
+        Ok(done)
+    }
 }
 
 impl ImageDirWriter {
@@ -233,7 +291,7 @@ impl ImageDirWriter {
             fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove stale", &staging, e))?;
         }
         fs::create_dir(&staging).map_err(|e| ImageError::io("create", &staging, e))?;
-        Ok(ImageDirWriter { staging, final_dir, committed: false })
+        Ok(ImageDirWriter { staging, final_dir, committed: false, early: EarlySync::default() })
     }
 
     /// The staging directory, where files are written until commit.
@@ -354,7 +412,16 @@ impl ImageDirWriter {
         w.write(&entry)?;
         w.write_payload(&s.inq)?;
         w.write_payload(&s.outq)?;
-        w.finish().map(drop)
+        let path = w.path().to_owned();
+        w.finish()?;
+        self.sync_early(path);
+        Ok(())
+    }
+
+    /// Has a finished file of this set fsynced in the background now
+    /// rather than at [`commit`](Self::commit).
+    pub fn sync_early(&self, path: PathBuf) {
+        self.early.push(path);
     }
 
     /// Writes `seccomp.img`.
@@ -371,11 +438,12 @@ impl ImageDirWriter {
     /// every file and the staging directory, rename, fsync the parent.
     /// Refuses if the final directory has appeared and is not empty.
     pub fn commit(mut self) -> Result<PathBuf, ImageError> {
+        let synced = self.early.finish()?;
         let entries = fs::read_dir(&self.staging).map_err(|e| ImageError::io("list", &self.staging, e))?;
         let mut files = Vec::new();
         for entry in entries {
             let path = entry.map_err(|e| ImageError::io("list", &self.staging, e))?.path();
-            if path.is_file() {
+            if path.is_file() && !synced.contains(&path) {
                 files.push(path);
             }
         }
@@ -419,6 +487,7 @@ impl ImageDirWriter {
 impl Drop for ImageDirWriter {
     fn drop(&mut self) {
         if !self.committed {
+            let _ = self.early.finish();
             // Best effort: an error here has no caller to go to, and a
             // leftover hidden `.tmp-PID` directory is never taken for images.
             let _ = fs::remove_dir_all(&self.staging);

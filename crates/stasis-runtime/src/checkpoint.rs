@@ -246,18 +246,10 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         }
     }
     if !o.leave_running {
-        // The engine killed the tree; the monitor records the exit and
-        // releases the network and cgroups. Then we mark it checkpointed.
-        if !container::wait_stopped(store, cfg, Duration::from_secs(10)) {
-            log::warn!("the monitor of {} did not record the exit in time", cfg.name);
-        }
-        let mut now = store.read_state(&cfg.id);
-        if now.status == Status::Running {
-            now = container::refresh(store, cfg);
-        }
-        now.checkpointed = true;
-        store.write_state(&cfg.id, &now)?;
-        log::debug!("checkpoint {}: the monitor recorded the exit at {:?}", cfg.name, t0.elapsed());
+        // The engine killed the tree; its monitor records the exit and
+        // releases the network and cgroups meanwhile (whoever needs the
+        // container next waits for that: `refresh`).
+        store.mark_checkpointed(&cfg.id, true)?;
     }
     commit_dir(&staging, &target)?;
     guard.0 = None;
@@ -354,9 +346,6 @@ fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &Resto
     container::start_locked(store, &cfg, exe, Some(&req))?;
     log::debug!("restore {}: running at {:?}", cfg.name, t0.elapsed());
     let stats: Value = store::read_json(&restore_stats(store, &cfg.id)).unwrap_or(Value::Null);
-    let mut st = store.read_state(&cfg.id);
-    st.checkpointed = false;
-    store.write_state(&cfg.id, &st)?;
     log::debug!("restore {}: done at {:?}", cfg.name, t0.elapsed());
     Ok(json!({
         "stasis_restore_duration": micros(t0.elapsed()),

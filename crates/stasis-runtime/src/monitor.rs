@@ -199,6 +199,7 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
             return 1;
         }
     };
+    let _ = store.mark_checkpointed(id, false);
     let mut st = ContainerState {
         status: Status::Running,
         pid,

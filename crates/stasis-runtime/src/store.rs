@@ -49,6 +49,9 @@ pub struct ContainerConfig {
     pub created: u128,
 }
 
+/// The marker of a checkpointed container (see [`Store::mark_checkpointed`]).
+const CHECKPOINTED: &str = "checkpointed";
+
 /// Lifecycle status as recorded in the state file.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -208,7 +211,25 @@ impl Store {
     }
 
     pub fn read_state(&self, id: &str) -> ContainerState {
-        read_json(&self.ctr_run_dir(id).join("state.json")).unwrap_or_default()
+        let mut st: ContainerState = read_json(&self.ctr_run_dir(id).join("state.json")).unwrap_or_default();
+        st.checkpointed |= st.status != Status::Running && self.ctr_dir(id).join(CHECKPOINTED).exists();
+        st
+    }
+
+    /// Records (or clears) that the container stopped because it was
+    /// checkpointed: a marker beside its config, apart from the state its
+    /// monitor writes, and kept across reboots like the checkpoint.
+    pub fn mark_checkpointed(&self, id: &str, yes: bool) -> Result<()> {
+        let p = self.ctr_dir(id).join(CHECKPOINTED);
+        match yes {
+            true => fs::write(&p, b"").ctx(|| format!("writing {}", p.display())),
+            false => match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).ctx(|| format!("removing {}", p.display()))
+                }
+                _ => Ok(()),
+            },
+        }
     }
 
     pub fn write_state(&self, id: &str, st: &ContainerState) -> Result<()> {
