@@ -128,8 +128,12 @@ pub enum DockerCmd {
     },
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// What a checkpoint or restore prints: the container, or its statistics.
+fn report(name: &str, stats: &Value, print_stats: bool) {
+    match print_stats {
+        true => println!("{}", serde_json::to_string_pretty(stats).unwrap_or_default()),
+        false => println!("{name}"),
+    }
 }
 
 /// Restores docker's named checkpoint `name` into the stopped container.
@@ -171,12 +175,7 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
             };
             let _ = a.keep;
             for (n, c) in list {
-                let stats = checkpoint::checkpoint(store, &c, &o)?;
-                if a.print_stats {
-                    print_json(&stats);
-                } else {
-                    println!("{n}");
-                }
+                report(&n, &checkpoint::checkpoint(store, &c, &o)?, a.print_stats);
             }
             Ok(0)
         }
@@ -197,23 +196,14 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
             };
             if let Some(file) = &a.import {
                 let (cfg, stats) = checkpoint::import(store, file, &exe()?, &o)?;
-                if a.print_stats {
-                    print_json(&stats);
-                } else {
-                    println!("{}", cfg.id);
-                }
+                report(&cfg.id, &stats, a.print_stats);
                 return Ok(0);
             }
             if o.name.is_some() {
                 return Err(RuntimeError::Invalid("--name only applies with --import".into()));
             }
             for (n, c) in pick(store, a.all, &a.targets, Status::Exited)? {
-                let stats = checkpoint::restore(store, &c, &exe()?, &o)?;
-                if a.print_stats {
-                    print_json(&stats);
-                } else {
-                    println!("{n}");
-                }
+                report(&n, &checkpoint::restore(store, &c, &exe()?, &o)?, a.print_stats);
             }
             Ok(0)
         }
