@@ -214,13 +214,13 @@ pub struct ImageDirWriter {
     early: EarlySync,
 }
 
-/// A few threads fsyncing finished image files while the dump goes on:
-/// one file per connection (`tcp-stream-*.img`) makes hundreds of small
-/// files, whose writeback then overlaps the rest of the dump instead of
-/// all landing on the commit.
-#[derive(Default, Debug)]
+/// A few threads writing and fsyncing small image files while the dump goes
+/// on: one file per connection (`tcp-stream-*.img`) makes hundreds of
+/// them, whose creation and writeback then overlap the rest of the dump
+/// instead of holding it up or all landing on the commit.
+#[derive(Debug)]
 struct EarlySync {
-    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<PathBuf>>>,
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<(PathBuf, Vec<u8>)>>>,
     workers: std::sync::Mutex<Vec<SyncWorker>>,
 }
 
@@ -228,30 +228,39 @@ struct EarlySync {
 type SyncWorker = std::thread::JoinHandle<Result<Vec<PathBuf>, ImageError>>;
 
 impl EarlySync {
-    const WORKERS: usize = 4;
+    const WORKERS: usize = 6;
 
-    fn push(&self, path: PathBuf) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
-            let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-            let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-            for _ in 0..Self::WORKERS {
+    /// Starts the workers now, before the dump pins its thread to one CPU
+    /// (threads inherit the mask): they should run on the others.
+    fn start() -> EarlySync {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Vec<u8>)>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let workers = (0..Self::WORKERS)
+            .map(|_| {
                 let rx = rx.clone();
-                workers.push(std::thread::spawn(move || {
+                std::thread::spawn(move || {
                     let mut done = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(p) = next else { return Ok(done) };
-                        fsync(&p)?;
+                        let Ok((p, bytes)) = next else { return Ok(done) };
+                        let written = File::options()
+                            .write(true)
+                            .create_new(true)
+                            .open(&p)
+                            .and_then(|mut f| io::Write::write_all(&mut f, &bytes).and_then(|()| f.sync_all()));
+                        written.map_err(|e| ImageError::io("write", &p, e))?;
                         done.push(p);
                     }
-                }));
-            }
-            *q = Some(tx);
-        }
-        if let Some(tx) = q.as_ref() {
-            let _ = tx.send(path);
+                })
+            })
+            .collect();
+        EarlySync { queue: std::sync::Mutex::new(Some(tx)), workers: std::sync::Mutex::new(workers) }
+    }
+
+    /// Queues file `path` to be created with `bytes` and fsynced.
+    fn push(&self, path: PathBuf, bytes: Vec<u8>) {
+        if let Some(tx) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send((path, bytes));
         }
     }
 
@@ -291,7 +300,7 @@ impl ImageDirWriter {
             fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove stale", &staging, e))?;
         }
         fs::create_dir(&staging).map_err(|e| ImageError::io("create", &staging, e))?;
-        Ok(ImageDirWriter { staging, final_dir, committed: false, early: EarlySync::default() })
+        Ok(ImageDirWriter { staging, final_dir, committed: false, early: EarlySync::start() })
     }
 
     /// The staging directory, where files are written until commit.
@@ -401,7 +410,11 @@ impl ImageDirWriter {
 
     /// Writes `tcp-stream-ID.img`; the queue lengths are set from the data.
     pub fn write_tcp_stream(&self, id: u32, s: &TcpStream) -> Result<(), ImageError> {
-        let mut w = self.writer(&file_name::tcp_stream(id), ImageKind::TcpStream)?;
+        // Encoded here, written and fsynced by a background thread: one file
+        // per connection, and creating hundreds of files is slow (ext4 inode
+        // allocation) next to the dump of the connections themselves.
+        let path = self.file(&file_name::tcp_stream(id));
+        let mut w = ImageWriter::new(Vec::new(), &path, ImageKind::TcpStream)?;
         let len = |q: &[u8]| {
             u32::try_from(q.len()).map_err(|_| ImageError::Unwritable {
                 path: w.path().to_owned(),
@@ -412,16 +425,9 @@ impl ImageDirWriter {
         w.write(&entry)?;
         w.write_payload(&s.inq)?;
         w.write_payload(&s.outq)?;
-        let path = w.path().to_owned();
-        w.finish()?;
-        self.sync_early(path);
+        let bytes = w.finish()?;
+        self.early.push(path, bytes);
         Ok(())
-    }
-
-    /// Has a finished file of this set fsynced in the background now
-    /// rather than at [`commit`](Self::commit).
-    pub fn sync_early(&self, path: PathBuf) {
-        self.early.push(path);
     }
 
     /// Writes `seccomp.img`.
