@@ -333,7 +333,7 @@ fn dump_process(
         .collect();
 
     log::debug!("process {pid}: scratch removed after {:?}", pt.elapsed());
-    let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts };
+    let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts, pidfd: None };
     let fdinfo = files::dump_fds(&mut ctx, fds, internal, sharing)?;
     log::debug!("process {pid}: {} fds after {:?}", fdinfo.len(), pt.elapsed());
     let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;

@@ -220,9 +220,12 @@ pub struct ImageDirWriter {
 /// instead of holding it up or all landing on the commit.
 #[derive(Debug)]
 struct EarlySync {
-    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<(PathBuf, Vec<u8>)>>>,
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<SyncJob>>>,
     workers: std::sync::Mutex<Vec<SyncWorker>>,
 }
+
+/// A file for the pool to write: its path and bytes.
+type SyncJob = (PathBuf, Vec<u8>);
 
 /// A background fsync thread; returns the files it synced.
 type SyncWorker = std::thread::JoinHandle<Result<Vec<PathBuf>, ImageError>>;
@@ -233,7 +236,7 @@ impl EarlySync {
     /// Starts the workers now, before the dump pins its thread to one CPU
     /// (threads inherit the mask): they should run on the others.
     fn start() -> EarlySync {
-        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Vec<u8>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let workers = (0..Self::WORKERS)
             .map(|_| {

@@ -25,6 +25,20 @@ pub struct FdDumpCtx<'a> {
     /// For kinds with image files of their own (e.g. `tcp-stream-ID.img`).
     pub staging: &'a ImageDirWriter,
     pub opts: &'a DumpOpts,
+    /// A pidfd of the process, opened on first use.
+    pub pidfd: Option<OwnedFd>,
+}
+
+impl FdDumpCtx<'_> {
+    /// Our copy of the process's fd `fd` (the same open file), through one
+    /// pidfd for all its fds.
+    pub fn copy_fd(&mut self, fd: i32) -> std::io::Result<OwnedFd> {
+        if self.pidfd.is_none() {
+            self.pidfd = Some(stasis_sys::fd::pidfd_open(self.pid)?);
+        }
+        let pidfd = self.pidfd.as_ref().ok_or_else(|| std::io::Error::other("no pidfd"))?;
+        stasis_sys::fd::pidfd_getfd(pidfd.as_fd(), fd)
+    }
 }
 
 /// How a restored fd reaches its task.

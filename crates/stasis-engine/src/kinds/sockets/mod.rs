@@ -58,7 +58,7 @@ pub fn dump_fd(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<Option<(pb::FdType
     let FdTarget::Socket(ino) = f.target else { return Ok(None) };
     let pid = ctx.pid;
     let what = format!("fd {}: copy the socket", f.fd);
-    let sk = sysfd::copy_fd(pid, f.fd).map_err(dump_io(pid, what))?;
+    let sk = ctx.copy_fd(f.fd).map_err(dump_io(pid, what))?;
     let get = |opt| n::getsockopt_int(sk.as_fd(), libc::SOL_SOCKET, opt);
     let (Ok(family), Ok(ty), Ok(proto)) = (get(n::SO_DOMAIN), get(libc::SO_TYPE), get(n::SO_PROTOCOL)) else {
         return Ok(None);
