@@ -142,7 +142,7 @@ fn apply(id: &str, what: &str, script: &str) -> Result<(), NetError> {
 pub(super) fn ensure_base(id: &str, table: &Table) -> Result<(), NetError> {
     let t = TABLE;
     let net = format!("{SUBNET}/{PREFIX_LEN}");
-    let base: [(&str, String, Vec<String>); 4] = [
+    let base: [(&str, String, Vec<String>); 6] = [
         ("ports", String::new(), vec![]),
         (
             "prerouting",
@@ -169,6 +169,21 @@ pub(super) fn ensure_base(id: &str, table: &Table) -> Result<(), NetError> {
                 // `curl 127.0.0.1:PORT` on the host, DNATed into the bridge.
                 format!("ip saddr 127.0.0.0/8 oifname \"{BRIDGE}\" masquerade"),
             ],
+        ),
+        // A packet from a container that conntrack finds INVALID (out of
+        // its window view, as the first packets of a just-restored TCP
+        // connection can be) skips NAT: delivered un-translated, it would
+        // make the host answer with a RST and kill the connection. Dropped,
+        // it is retransmitted (as kube-proxy does for the same reason).
+        (
+            "input",
+            "{ type filter hook input priority filter; policy accept; }".into(),
+            vec![format!("iifname \"{BRIDGE}\" ct state invalid drop")],
+        ),
+        (
+            "forward",
+            "{ type filter hook forward priority filter; policy accept; }".into(),
+            vec![format!("iifname \"{BRIDGE}\" ct state invalid drop")],
         ),
     ];
     let mut script = String::new();
