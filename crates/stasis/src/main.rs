@@ -79,6 +79,9 @@ struct RestoreArgs {
     /// Restore established TCP connections found in the images.
     #[arg(long)]
     tcp_established: bool,
+    /// Restore established TCP connections closed instead.
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 #[derive(Subcommand)]
@@ -130,7 +133,11 @@ fn main() -> ExitCode {
         Command::Process(ProcessCmd::Restore(a)) => {
             let restored = match stasis_engine::restore(
                 &a.images,
-                &stasis_engine::RestoreOpts { tcp_established: a.tcp_established, ..Default::default() },
+                &stasis_engine::RestoreOpts {
+                    tcp_established: a.tcp_established,
+                    tcp_close: a.tcp_close,
+                    ..Default::default()
+                },
             ) {
                 Ok(r) => r,
                 Err(e) => return fail(&e),

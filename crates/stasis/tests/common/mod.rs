@@ -106,21 +106,26 @@ impl Harness {
     /// `stasis process restore --images DIR --detach --pidfile F`; returns
     /// the restored root's pid.
     pub fn restore_detached(&self, images: &Path) -> i32 {
+        self.restore_detached_with(images, &[])
+    }
+
+    /// [`restore_detached`](Harness::restore_detached) with extra flags
+    /// (e.g. `--tcp-established`).
+    pub fn restore_detached_with(&self, images: &Path, extra: &[&str]) -> i32 {
         reap_orphans();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pidfile = self.dir.join(format!("restore-{n}.pid"));
-        let out = run_stasis(
-            &[
-                "process".as_ref(),
-                "restore".as_ref(),
-                "--images".as_ref(),
-                images.as_os_str(),
-                "--detach".as_ref(),
-                "--pidfile".as_ref(),
-                pidfile.as_os_str(),
-            ],
-            Duration::from_secs(300),
-        );
+        let mut args: Vec<&OsStr> = vec![
+            "process".as_ref(),
+            "restore".as_ref(),
+            "--images".as_ref(),
+            images.as_os_str(),
+            "--detach".as_ref(),
+            "--pidfile".as_ref(),
+            pidfile.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|s| OsStr::new(*s)));
+        let out = run_stasis(&args, Duration::from_secs(300));
         out.assert_ok("restore --detach");
         let text = fs::read_to_string(&pidfile)
             .unwrap_or_else(|e| panic!("restore wrote no pidfile {}: {e}", pidfile.display()));
