@@ -214,18 +214,18 @@ pub struct ImageDirWriter {
     early: EarlySync,
 }
 
-/// A few threads writing and fsyncing small image files while the dump goes
-/// on: one file per connection (`tcp-stream-*.img`) makes hundreds of
-/// them, whose creation and writeback then overlap the rest of the dump
-/// instead of holding it up or all landing on the commit.
+/// A few threads fsyncing small image files while the dump goes on: one
+/// file per connection (`tcp-stream-*.img`) makes hundreds of them, whose
+/// writeback then overlaps the rest of the dump instead of all landing on
+/// the commit.
 #[derive(Debug)]
 struct EarlySync {
     queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<SyncJob>>>,
     workers: std::sync::Mutex<Vec<SyncWorker>>,
 }
 
-/// A file for the pool to write: its path and bytes.
-type SyncJob = (PathBuf, Vec<u8>);
+/// A file for the pool to fsync.
+type SyncJob = PathBuf;
 
 /// A background fsync thread; returns the files it synced.
 type SyncWorker = std::thread::JoinHandle<Result<Vec<PathBuf>, ImageError>>;
@@ -245,13 +245,8 @@ impl EarlySync {
                     let mut done = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((p, bytes)) = next else { return Ok(done) };
-                        let written = File::options()
-                            .write(true)
-                            .create_new(true)
-                            .open(&p)
-                            .and_then(|mut f| io::Write::write_all(&mut f, &bytes).and_then(|()| f.sync_all()));
-                        written.map_err(|e| ImageError::io("write", &p, e))?;
+                        let Ok(p) = next else { return Ok(done) };
+                        fsync(&p)?;
                         done.push(p);
                     }
                 })
@@ -260,11 +255,19 @@ impl EarlySync {
         EarlySync { queue: std::sync::Mutex::new(Some(tx)), workers: std::sync::Mutex::new(workers) }
     }
 
-    /// Queues file `path` to be created with `bytes` and fsynced.
-    fn push(&self, path: PathBuf, bytes: Vec<u8>) {
+    /// Creates file `path` with `bytes` here (one thread creating files in
+    /// the directory: no contention on its lock) and queues its fsync.
+    fn push(&self, path: PathBuf, bytes: Vec<u8>) -> Result<(), ImageError> {
+        File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &bytes))
+            .map_err(|e| ImageError::io("write", &path, e))?;
         if let Some(tx) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send((path, bytes));
+            let _ = tx.send(path);
         }
+        Ok(())
     }
 
     /// Waits for the queue to drain; returns the files fsynced.
@@ -413,9 +416,9 @@ impl ImageDirWriter {
 
     /// Writes `tcp-stream-ID.img`; the queue lengths are set from the data.
     pub fn write_tcp_stream(&self, id: u32, s: &TcpStream) -> Result<(), ImageError> {
-        // Encoded here, written and fsynced by a background thread: one file
-        // per connection, and creating hundreds of files is slow (ext4 inode
-        // allocation) next to the dump of the connections themselves.
+        // Encoded into memory and written in one go (no 256 KiB buffer per
+        // file); fsynced by the pool while the dump goes on: one file per
+        // connection makes hundreds of them.
         let path = self.file(&file_name::tcp_stream(id));
         let mut w = ImageWriter::new(Vec::new(), &path, ImageKind::TcpStream)?;
         let len = |q: &[u8]| {
@@ -429,8 +432,7 @@ impl ImageDirWriter {
         w.write_payload(&s.inq)?;
         w.write_payload(&s.outq)?;
         let bytes = w.finish()?;
-        self.early.push(path, bytes);
-        Ok(())
+        self.early.push(path, bytes)
     }
 
     /// Writes `seccomp.img`.
