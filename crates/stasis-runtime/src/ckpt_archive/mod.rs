@@ -358,7 +358,9 @@ impl Sink {
     fn new(file: File, c: Compression) -> io::Result<Sink> {
         Ok(match c {
             Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(file, 1)?;
+                // Level 3: nginx's checkpoint is 159 KB (level 1: 288 KB) and
+                // packs as fast here, the smaller output making up for it.
+                let mut z = zstd::stream::write::Encoder::new(file, 3)?;
                 z.include_checksum(true)?;
                 Sink::Zstd(z)
             }
