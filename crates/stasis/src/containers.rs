@@ -303,7 +303,7 @@ fn ps(store: &Store, all: bool, quiet: bool, format: Option<&str>, latest: bool)
     }
     if !quiet {
         println!(
-            "{:<14}{:<30}{:<24}{:<24}{:<36}{:<22}NAMES",
+            "{:<14}{:<30}{:<24}{:<24}{:<44}{:<22}NAMES",
             "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
         );
     }
@@ -320,7 +320,7 @@ fn ps(store: &Store, all: bool, quiet: bool, format: Option<&str>, latest: bool)
         let created = format!("{} ago", store::human_duration(store::now_ns().saturating_sub(c.created)));
         let ports = c.publish.join(",");
         println!(
-            "{:<14}{:<30}{:<24}{:<24}{:<36}{:<22}{}",
+            "{:<14}{:<30}{:<24}{:<24}{:<44}{:<22}{}",
             &c.id[..12],
             c.image_name,
             cmd,
