@@ -210,7 +210,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         leave_running: o.leave_running,
         tcp_established: o.tcp_established,
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
-        cgroup: crate::cgroup::freezer(&st.cgroups),
+        cgroup: crate::cgroup::hierarchies(&store.runroot).ok().and_then(|_| crate::cgroup::freezer(&st.cgroups)),
     };
     // Connections being dumped get no packet (and send no RST) until they
     // are restored; a failed or leave-running checkpoint lifts the lock.

@@ -317,6 +317,9 @@ pub fn exec(store: &Store, cfg: &ContainerConfig, argv: &[String]) -> Result<i32
         let p = format!("/proc/{}/ns/{n}", st.pid);
         fds.push(fs::File::open(&p).ctx(|| format!("opening {p}"))?);
     }
+    // Under `ip netns exec` our mount namespace has no cgroup mounts: the
+    // monitor's paths (under the runroot) need them mounted here too.
+    crate::cgroup::hierarchies(&store.runroot)?;
     crate::cgroup::add_pid(&st.cgroups, std::process::id() as i32)?;
     for f in &fds {
         use std::os::fd::AsFd;
