@@ -336,3 +336,24 @@ fn checkpoint_bad_input_and_failures() {
     host.run(&["rm", "-f", "web", "idle"]);
     assert_released(&x, None);
 }
+
+#[test]
+fn all_and_latest() {
+    let Some(host) = Host::new("ckpt-all") else { return };
+    host.import("busybox");
+    host.run(&["run", "-d", "--name", "one", "busybox", "sleep", "1000"]);
+    host.run(&["run", "-d", "--name", "two", "busybox", "sleep", "1000"]);
+    host.run(&["create", "--name", "idle", "busybox", "true"]);
+    let state = |n: &str| host.ps_one(n)["State"].as_str().unwrap_or_default().to_string();
+    assert_eq!(host.run(&["container", "checkpoint", "-a"]).lines().count(), 2, "only the running ones");
+    assert_eq!((state("one"), state("two"), state("idle")), ("exited".into(), "exited".into(), "created".into()));
+    assert_eq!(host.run(&["container", "restore", "-a"]).lines().count(), 2, "only the checkpointed ones");
+    assert_eq!((state("one"), state("two")), ("running".into(), "running".into()));
+    // --latest: the newest container, which is not running.
+    host.fails(&["container", "checkpoint", "--latest"]);
+    host.run(&["rm", "idle"]);
+    assert_eq!(host.run(&["container", "checkpoint", "-l"]).trim(), "two");
+    assert_eq!((state("one"), state("two")), ("running".into(), "exited".into()));
+    assert_eq!(host.run(&["container", "restore", "-l"]).trim(), "two");
+    assert_eq!(state("two"), "running");
+}
