@@ -182,6 +182,27 @@ pub fn umask(mask: libc::mode_t) -> libc::mode_t {
     unsafe { libc::umask(mask) }
 }
 
+/// Moves the calling thread into the mount namespace of `pid` (its root and
+/// working directory become that namespace's root): it first stops sharing
+/// its file-system attributes with the rest of the process
+/// (`unshare(CLONE_FS)`, which `setns` requires), so only this thread moves.
+/// For a dedicated thread that ends afterwards; there is no way back.
+pub fn enter_mount_ns_of(pid: Pid) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    // SAFETY: unshare(CLONE_FS) only gives this thread its own copy of the
+    // root, cwd and umask; no memory is involved.
+    check_int(unsafe { libc::unshare(libc::CLONE_FS) })?;
+    setns(theirs.as_fd(), CLONE_NEWNS)
+}
+
+/// Whether process `pid` is in a mount namespace other than ours.
+pub fn other_mount_ns(pid: Pid) -> io::Result<bool> {
+    let mine = std::fs::read_link("/proc/thread-self/ns/mnt")?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))?;
+    Ok(mine != theirs)
+}
+
 /// The calling thread in the network namespace of another process until
 /// dropped (network namespaces are per thread: the rest of this process
 /// stays where it was). Sockets this thread creates meanwhile belong to

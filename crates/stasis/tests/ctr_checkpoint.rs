@@ -357,3 +357,38 @@ fn all_and_latest() {
     assert_eq!(host.run(&["container", "restore", "-l"]).trim(), "two");
     assert_eq!(state("two"), "running");
 }
+
+/// A named unix socket is bound again inside the container, not on the
+/// host at the same path.
+#[test]
+fn unix_socket_in_container() {
+    let Some(host) = Host::new("ckpt-unix") else { return };
+    let f = fixtures();
+    host.run(&["import", &f.join("redis.tar").display().to_string(), "redis"]);
+    let sock = format!("/tmp/stasis-it-{}.sock", std::process::id());
+    let (save, aof) = (["--save", ""], ["--appendonly", "no"]);
+    let mut run = vec!["run", "-d", "--name", "ru", "redis", "redis-server", "--protected-mode", "no"];
+    run.extend(save);
+    run.extend(aof);
+    run.extend(["--port", "0", "--unixsocket", &sock, "--unixsocketperm", "777"]);
+    host.run(&run);
+    let cli = |args: &[&str]| -> String {
+        let pid = host.inspect("ru")["State"]["Pid"].as_i64().unwrap();
+        let path = format!("/proc/{pid}/root{sock}");
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("redis-cli").args(["-s", &path]).args(args).output().expect("redis-cli");
+            let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !s.is_empty() && !s.contains("Could not connect") {
+                return s;
+            }
+            assert!(Instant::now() < end, "redis on {path} does not answer: {s}");
+            sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(cli(&["set", "k", "v"]), "OK");
+    host.run(&["container", "checkpoint", "ru"]);
+    host.run(&["container", "restore", "ru"]);
+    assert_eq!(cli(&["get", "k"]), "v", "the restored redis answers on its socket inside the container");
+    assert!(!Path::new(&sock).exists(), "{sock} was bound on the host");
+}

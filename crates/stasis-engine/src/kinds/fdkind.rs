@@ -53,6 +53,9 @@ pub enum Install {
 pub struct FdRestoreCtx<'a> {
     /// The image directory (for kinds with image files of their own).
     pub dir: &'a Path,
+    /// The root process of the tree being restored (our pid of it): files
+    /// bound by path are made in its mount namespace.
+    pub root: Pid,
     pub opts: &'a RestoreOpts,
     /// Files of the special kinds (memfds, FIFOs, ptys) and work left for
     /// `after_fds` (epoll registrations, locks).

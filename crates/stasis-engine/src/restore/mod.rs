@@ -264,6 +264,7 @@ pub fn restore_planned(
         opened: crate::kinds::share::Opened::default(),
         fd: crate::kinds::fdkind::FdRestoreCtx {
             dir: &tree.dir,
+            root: root_host,
             opts,
             special: Default::default(),
             sockets: Default::default(),

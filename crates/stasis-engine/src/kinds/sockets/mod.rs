@@ -22,13 +22,13 @@ pub mod opts;
 pub mod tcp;
 pub mod unix;
 
-use crate::error::{dump_io, DumpError, RestoreError};
+use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::fdkind::{FdDumpCtx, FdRestoreCtx, Install};
 use crate::kinds::files::FdSeen;
 use crate::proc::fdinfo::FdTarget;
 use crate::restore::stub::Task;
 use stasis_image::pb;
-use stasis_sys::{fd as sysfd, net as n};
+use stasis_sys::{fd as sysfd, net as n, Pid};
 use std::os::fd::{AsFd, BorrowedFd};
 
 pub use tcp::RepairGuard;
@@ -83,7 +83,7 @@ pub fn open_fd(
     }
     let Some(usk) = &e.usk else { return Ok(None) };
     if ctx.sockets.unix.is_none() {
-        ctx.sockets.unix = Some(unix::Prepared::create(ctx.dir, task.pid)?);
+        ctx.sockets.unix = Some(create_unix(ctx.dir, task.pid, ctx.root)?);
     }
     let sk = ctx.sockets.unix.as_mut().and_then(|p| p.take(e.id)).ok_or_else(|| RestoreError::Task {
         pid: task.pid,
@@ -101,6 +101,25 @@ pub fn after_all_fds(ctx: &mut FdRestoreCtx<'_>) -> Result<(), RestoreError> {
         r.finish(&o).map_err(|source| RestoreError::Task { pid, what, source })?;
     }
     Ok(())
+}
+
+/// Creates the tree's unix sockets. Their names are paths as the tree sees
+/// its file system: for a tree in a mount namespace of its own (a
+/// container), a thread of ours joins that namespace to bind them there
+/// (it inherits our thread's network namespace, the tree's by now).
+fn create_unix(dir: &std::path::Path, pid: Pid, root: Pid) -> Result<unix::Prepared, RestoreError> {
+    let images = unix::UnixImages::load(dir)?;
+    if !stasis_sys::ns::other_mount_ns(root).map_err(restore_io(root, "read mount namespaces"))? {
+        return unix::Prepared::create(images, pid);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            stasis_sys::ns::enter_mount_ns_of(root).map_err(restore_io(root, "enter the mount namespace"))?;
+            unix::Prepared::create(images, pid)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(restore_io(pid, "create unix sockets")(std::io::Error::other("thread panicked"))))
+    })
 }
 
 /// Runs once a process has all its fds.

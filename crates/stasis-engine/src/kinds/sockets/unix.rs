@@ -265,11 +265,26 @@ fn queued(dir: &Path) -> Result<HashMap<u32, Vec<Vec<u8>>>, RestoreError> {
     Ok(out)
 }
 
+/// What the unix sockets are made from: `files.img` and `sk-queues.img`,
+/// read before a thread moves into the tree's mount namespace (where the
+/// image directory is not visible).
+pub struct UnixImages {
+    files: Vec<pb::FileEntry>,
+    queues: HashMap<u32, Vec<Vec<u8>>>,
+}
+
+impl UnixImages {
+    pub fn load(dir: &Path) -> Result<UnixImages, RestoreError> {
+        Ok(UnixImages { files: ImageDir::open(dir)?.read_files()?, queues: queued(dir)? })
+    }
+}
+
 impl Prepared {
-    /// Creates every unix socket listed in `files.img`.
-    pub fn create(dir: &Path, pid: Pid) -> Result<Prepared, RestoreError> {
+    /// Creates every unix socket listed in `files.img`, binding named ones
+    /// as the calling thread sees the file system.
+    pub fn create(images: UnixImages, pid: Pid) -> Result<Prepared, RestoreError> {
         FOR_PID.with(|p| p.set(pid));
-        let files = ImageDir::open(dir)?.read_files()?;
+        let UnixImages { files, mut queues } = images;
         let all: Vec<&pb::UnixSkEntry> = files.iter().filter_map(|f| f.usk.as_ref()).collect();
         let by_ino: HashMap<u32, &pb::UnixSkEntry> = all.iter().map(|e| (e.ino, *e)).collect();
         let mut socks: HashMap<u32, OwnedFd> = HashMap::new();
@@ -354,7 +369,6 @@ impl Prepared {
                 opts::restore_sk_opts(sk.as_fd(), &e.opts).map_err(err(format!("unix socket {}", e.ino)))?;
             }
         }
-        let mut queues = queued(dir)?;
         for e in &all {
             let Some(msgs) = queues.remove(&e.id) else { continue };
             let peer = by_ino
