@@ -117,7 +117,7 @@ pub fn prepare(st: &mut RestoreState, dir: &Path, files: &[pb::FileEntry]) -> Re
             let what = format!("FIFO {path}: {w}");
             move |source| RestoreError::Task { pid: 0, what, source }
         };
-        let holder = open_local(&path, (libc::O_RDWR | libc::O_NONBLOCK) as u32).map_err(err("open"))?;
+        let holder = open_local(&st.seen(&path), (libc::O_RDWR | libc::O_NONBLOCK) as u32).map_err(err("open"))?;
         if let Some(bytes) = data.get(&fe.pipe_id).filter(|b| !b.is_empty()) {
             if bytes.len() > 65536 {
                 sysfd::set_pipe_size(holder.as_fd(), bytes.len()).map_err(err("grow the buffer"))?;
@@ -137,7 +137,7 @@ pub fn open(st: &mut RestoreState, pid: Pid, fd: u32, e: &pb::FifoEntry) -> Resu
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
     // Never blocks: the restorer holds the FIFO open for both directions.
-    let file = open_local(&r.name, r.flags | libc::O_NONBLOCK as u32).map_err(fd_err(
+    let file = open_local(&st.seen(&r.name), r.flags | libc::O_NONBLOCK as u32).map_err(fd_err(
         pid,
         fd,
         format!("open FIFO {}", r.name),

@@ -137,7 +137,7 @@ pub fn dump(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<(pb::FdTypes, u32), D
     Ok((pb::FdTypes::Inotify, id))
 }
 
-pub fn open(pid: Pid, fd: u32, e: &pb::InotifyFileEntry) -> Result<Install, RestoreError> {
+pub fn open(st: &super::RestoreState, pid: Pid, fd: u32, e: &pb::InotifyFileEntry) -> Result<Install, RestoreError> {
     let ify = sys::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK).map_err(fd_err(pid, fd, "inotify_init1"))?;
     let mut wds: Vec<&pb::InotifyWdEntry> = e.wd.iter().collect();
     wds.sort_by_key(|w| w.wd);
@@ -147,7 +147,8 @@ pub fn open(pid: Pid, fd: u32, e: &pb::InotifyFileEntry) -> Result<Install, Rest
         let what = format!("inotify watch {} on {path}", w.wd);
         let mut tries = 0u32;
         loop {
-            let got = sys::inotify_add_watch(ify.as_fd(), path, w.mask & USER_MASK).map_err(fd_err(pid, fd, &what))?;
+            let got = sys::inotify_add_watch(ify.as_fd(), &st.seen(path), w.mask & USER_MASK)
+                .map_err(fd_err(pid, fd, &what))?;
             if got as u32 == w.wd {
                 break;
             }

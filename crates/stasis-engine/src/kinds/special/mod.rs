@@ -59,6 +59,17 @@ pub struct RestoreState {
     epolls: Vec<(Pid, u32, Vec<pb::EventpollTfdEntry>)>,
     locks: Vec<pb::FileLockEntry>,
     ttys: tty::RestoreTtys,
+    /// Where the restorer reaches the tree's `/` (`/proc/ROOT/root`): paths
+    /// it opens for the tree (FIFOs, inotify watches) are the tree's, which
+    /// for a container are not ours.
+    fs_root: String,
+}
+
+impl RestoreState {
+    /// The tree's path `path` as the restorer reaches it.
+    fn seen(&self, path: &str) -> String {
+        format!("{}{path}", self.fs_root)
+    }
 }
 
 pub(crate) use crate::kinds::files::fown;
@@ -154,6 +165,7 @@ pub fn prepare(
 ) -> Result<(), RestoreError> {
     let dir = ctx.dir.to_path_buf();
     let st = &mut ctx.special;
+    st.fs_root = format!("/proc/{}/root", ctx.root);
     st.regs = files.iter().filter_map(|e| e.reg.clone().map(|r| (e.id, r))).collect();
     memfd::prepare(st, &dir, files, map_paths)?;
     fifo::prepare(st, &dir, files)?;
@@ -177,7 +189,7 @@ pub fn open_fd(
         Ok(T::Eventpoll) => e.epfd.as_ref().map(|x| epoll::open(st, pid, fi.fd, x)),
         Ok(T::Timerfd) => e.tfd.as_ref().map(|x| timerfd::open(pid, fi.fd, x)),
         Ok(T::Signalfd) => e.sgfd.as_ref().map(|x| signalfd::open(pid, fi.fd, x)),
-        Ok(T::Inotify) => e.ify.as_ref().map(|x| inotify::open(pid, fi.fd, x)),
+        Ok(T::Inotify) => e.ify.as_ref().map(|x| inotify::open(st, pid, fi.fd, x)),
         Ok(T::Memfd) => e.memfd.as_ref().map(|x| memfd::open(st, pid, fi.fd, x)),
         Ok(T::Fifo) => e.fifo.as_ref().map(|x| fifo::open(st, pid, fi.fd, x)),
         Ok(T::Tty) => e.tty.as_ref().map(|x| tty::open(st, pid, fi.fd, x)),
