@@ -73,22 +73,25 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// The entry path made relative, refusing `..`.
-fn clean_path(p: &Path, what: &str) -> Result<PathBuf> {
+/// `p` made relative to the rootfs (a leading `/` and `.` dropped); `None`
+/// when it has a `..` component, which could leave the rootfs.
+pub(crate) fn relative_in_root(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(RuntimeError::Archive(format!(
-                    "{what}: entry {} escapes the rootfs ('..' component)",
-                    p.display()
-                )))
-            }
+            Component::ParentDir | Component::Prefix(_) => return None,
         }
     }
-    Ok(out)
+    Some(out)
+}
+
+/// The entry path made relative, refusing `..`.
+fn clean_path(p: &Path, what: &str) -> Result<PathBuf> {
+    relative_in_root(p).ok_or_else(|| {
+        RuntimeError::Archive(format!("{what}: entry {} escapes the rootfs ('..' component)", p.display()))
+    })
 }
 
 /// Whether a relative link `target`, placed at `entry`, stays inside.

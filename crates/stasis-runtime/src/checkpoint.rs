@@ -337,7 +337,9 @@ fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &Resto
         store::write_json_atomic(&store.ctr_dir(&cfg.id).join("config.json"), &cfg)?;
     }
     if o.tcp_established {
-        liberal_conntrack();
+        if let Err(e) = crate::network::lock::relax_conntrack(&cfg.id) {
+            log::warn!("{}; a restored connection may be reset", crate::error::one_line(&e));
+        }
     }
     let req = RestoreReq {
         dir: bundle.clone(),
@@ -421,23 +423,6 @@ pub fn import(store: &Store, archive: &Path, exe: &Path, o: &RestoreOpts) -> Res
             let _ = fs::remove_dir_all(&dir);
             Err(e)
         }
-    }
-}
-
-/// Puts this network namespace's conntrack into liberal TCP window tracking
-/// (`net.netfilter.nf_conntrack_tcp_be_liberal=1`, what kube-proxy can set
-/// too). The first packets of a restored connection can fall outside the
-/// window conntrack remembers; marked INVALID they skip NAT, reach the host
-/// untranslated, and the host's RST kills the connection (about one
-/// 100-connection restore in ten here without it).
-fn liberal_conntrack() {
-    let p = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
-    if fs::read_to_string(p).is_ok_and(|v| v.trim() == "1") {
-        return;
-    }
-    match fs::write(p, "1") {
-        Ok(()) => log::info!("set net.netfilter.nf_conntrack_tcp_be_liberal=1 so restored connections are not reset"),
-        Err(e) => log::warn!("cannot set {p}: {e}; a restored connection may be reset"),
     }
 }
 

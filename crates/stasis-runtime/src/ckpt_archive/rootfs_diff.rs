@@ -201,19 +201,9 @@ fn read_path_list(path: &Path) -> Result<Vec<PathBuf>> {
     names
         .iter()
         .map(|name| {
-            let mut rel = PathBuf::new();
-            for c in Path::new(name).components() {
-                match c {
-                    Component::Normal(n) => rel.push(n),
-                    Component::RootDir | Component::CurDir => {}
-                    Component::ParentDir | Component::Prefix(_) => {
-                        return Err(RuntimeError::Archive(format!(
-                            "{}: path {name:?} leaves the rootfs ('..' component)",
-                            path.display()
-                        )))
-                    }
-                }
-            }
+            let rel = archive::relative_in_root(Path::new(name)).ok_or_else(|| {
+                RuntimeError::Archive(format!("{}: path {name:?} leaves the rootfs ('..' component)", path.display()))
+            })?;
             if rel.as_os_str().is_empty() {
                 return Err(RuntimeError::Archive(format!(
                     "{}: path {name:?} names the rootfs itself",

@@ -44,7 +44,7 @@ pub(super) fn normalize_mac(s: &str) -> Option<String> {
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
-fn write_sysctl(id: &str, path: &str, value: &str) -> Result<(), NetError> {
+pub(super) fn write_sysctl(id: &str, path: &str, value: &str) -> Result<(), NetError> {
     if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
         return Ok(());
     }

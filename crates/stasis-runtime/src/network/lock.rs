@@ -27,6 +27,16 @@ fn lock_script() -> String {
     )
 }
 
+/// Puts this network namespace's conntrack into liberal TCP window tracking
+/// (`net.netfilter.nf_conntrack_tcp_be_liberal=1`, what kube-proxy can set
+/// too). The first packets of a restored connection can fall outside the
+/// window conntrack remembers; marked INVALID they skip NAT, reach the host
+/// untranslated, and the host's RST kills the connection (about one
+/// 100-connection restore in ten here without it).
+pub fn relax_conntrack(id: &str) -> Result<(), NetError> {
+    super::link::write_sysctl(id, "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", "1")
+}
+
 /// A locked container network; unlocked on drop.
 pub struct NetLock {
     /// The container's init (its network namespace).

@@ -80,7 +80,7 @@ pub fn dump(ctx: &mut FdDumpCtx<'_>, f: &FdSeen, path: &str) -> Result<(pb::FdTy
         return Err(DumpError::UnsupportedFd { pid, fd: f.fd, kind: format!("terminal {path} without a pty index") });
     };
     if !ctx.table.special.ttys.infos.contains_key(&index) {
-        let copy = stasis_sys::fd::copy_fd(pid, f.fd).map_err(dump_io(pid, format!("copy terminal fd {}", f.fd)))?;
+        let copy = ctx.copy_fd(f.fd).map_err(dump_io(pid, format!("copy terminal fd {}", f.fd)))?;
         let t = sys::tcgets(copy.as_fd()).map_err(dump_io(pid, format!("TCGETS on fd {}", f.fd)))?;
         let w = sys::get_winsize(copy.as_fd()).map_err(dump_io(pid, format!("TIOCGWINSZ on fd {}", f.fd)))?;
         let locked = master && sys::ptmx_locked(copy.as_fd()).unwrap_or(false);

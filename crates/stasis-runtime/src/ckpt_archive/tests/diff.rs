@@ -173,7 +173,7 @@ fn deleted_files_paths() {
 }
 
 #[test]
-fn unsafe_rootfs_diff_refused() {
+fn escaping_rootfs_diff_refused() {
     if !root() {
         return;
     }

@@ -166,8 +166,8 @@ fn not_a_checkpoint_archive() {
 }
 
 #[test]
-fn unsafe_archive_refused() {
-    let t = TempDir::new("unsafe");
+fn escaping_archive_refused() {
+    let t = TempDir::new("escaping");
     let outside = t.join("outside");
     fs::create_dir(&outside).unwrap();
     let out = outside.to_str().unwrap();
