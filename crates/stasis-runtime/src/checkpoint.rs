@@ -226,6 +226,11 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         Some(l) => l.gone(),
         None => {}
     }
+    if !o.leave_running {
+        // The tree is gone and these images are its only copy: whatever
+        // fails from here on, the staging directory is not removed.
+        guard.0 = None;
+    }
     let runtime_us = micros(t0.elapsed());
     let criu = json!({
         "freezing_time": micros(stats.freezing_time),
@@ -236,15 +241,6 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         "pages_written": stats.pages_written,
     });
     write_value(&staging.join("stats-dump"), &criu)?;
-    if o.export.is_some() {
-        let log = store.ctr_dir(&cfg.id).join("ctr.log");
-        if log.exists() {
-            fs::copy(&log, staging.join("ctr.log")).ctx(|| format!("copying {}", log.display()))?;
-        }
-        if !o.ignore_rootfs {
-            ckpt_archive::write_rootfs_diff(&store.ctr_dir(&cfg.id).join("upper"), &staging)?;
-        }
-    }
     if !o.leave_running {
         // The engine killed the tree; its monitor records the exit and
         // releases the network and cgroups meanwhile (whoever needs the
@@ -254,6 +250,15 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
     commit_dir(&staging, &target)?;
     guard.0 = None;
     if let Some(out) = &o.export {
+        // The archive's extras go into the committed bundle, then it is
+        // packed: a failure here leaves the checkpoint restorable in place.
+        let log = store.ctr_dir(&cfg.id).join("ctr.log");
+        if log.exists() {
+            fs::copy(&log, target.join("ctr.log")).ctx(|| format!("copying {}", log.display()))?;
+        }
+        if !o.ignore_rootfs {
+            ckpt_archive::write_rootfs_diff(&store.ctr_dir(&cfg.id).join("upper"), &target)?;
+        }
         ckpt_archive::pack(&target, out, o.compression.unwrap_or(Compression::Zstd))?;
     }
     Ok(json!({
