@@ -20,8 +20,6 @@ pub struct Vpids {
     map: HashMap<Pid, Pid>,
     /// Process -> (process group, session) as the tree sees them.
     groups: HashMap<Pid, (Option<Pid>, Option<Pid>)>,
-    /// The tree lives in a pid namespace below ours.
-    pub nested: bool,
 }
 
 fn innermost(v: &[i32], ours: i32) -> i32 {
@@ -52,6 +50,7 @@ impl Vpids {
                 map.insert(tid, innermost(&ts.ns_pid, tid));
             }
         }
+        // A tree in a pid namespace below ours must be led by its init.
         let nested = depth.unwrap_or(1) > 1;
         if nested && map.get(&root) != Some(&1) {
             return Err(DumpError::Unsupported {
@@ -63,7 +62,7 @@ impl Vpids {
                 ),
             });
         }
-        Ok(Vpids { map, groups, nested })
+        Ok(Vpids { map, groups })
     }
 
     /// The tree's pid of a task of ours (unchanged for pids outside it).

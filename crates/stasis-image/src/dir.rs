@@ -210,7 +210,7 @@ pub struct ImageDirWriter {
     final_dir: PathBuf,
     committed: bool,
     /// Files already written that background threads fsync while the dump
-    /// goes on (see [`ImageDirWriter::sync_early`]).
+    /// goes on (`tcp-stream-*.img`, see [`EarlySync`]).
     early: EarlySync,
 }
 

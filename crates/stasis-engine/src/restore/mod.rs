@@ -46,8 +46,6 @@ pub struct RestoreOpts {
 pub struct Restored {
     /// The root's pid as the image names it (as the tree sees it).
     pub root_pid: Pid,
-    /// The root's pid as we see it.
-    pub root_host_pid: Pid,
     pub processes: usize,
     pub restore_time: Duration,
 }
@@ -144,13 +142,6 @@ pub struct RestorePlan {
     /// The fd number every stub holds the restorer's pidfd at: above every
     /// fd of the image.
     pub stub_fd: i32,
-}
-
-impl RestorePlan {
-    /// The image's root process as the image names it.
-    pub fn root_pid(&self) -> Pid {
-        self.tree.processes[0].pid()
-    }
 }
 
 /// Reads and checks the images; nothing is created yet.
@@ -340,7 +331,7 @@ pub fn restore_planned(
         let _ = ptrace::wait(z);
     }
     tx.committed = true;
-    Ok(Restored { root_pid, root_host_pid: root_host, processes: tree.processes.len(), restore_time: t0.elapsed() })
+    Ok(Restored { root_pid, processes: tree.processes.len(), restore_time: t0.elapsed() })
 }
 
 /// Pins the restorer to its current CPU (`proc_ctl::pin_self`, which keeps
