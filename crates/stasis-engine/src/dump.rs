@@ -9,10 +9,11 @@
 use crate::error::{dump_io, DumpError};
 use crate::fault;
 use crate::freeze::{Frozen, FrozenProcess};
+use crate::incremental::{self, parent::ParentImages};
 use crate::kinds::{files, mm, signal, task, thread};
 use crate::proc::{self, ProcError};
 use crate::remote::{RemoteSession, SCRATCH_LEN};
-use stasis_image::flags::{pe, task_state};
+use stasis_image::flags::task_state;
 use stasis_image::{pb, ImageDirWriter, PipeData};
 use stasis_sys::{proc_ctl, Pid};
 use std::path::Path;
@@ -32,6 +33,10 @@ pub struct DumpOpts {
     /// The tree's own cgroup (a v1 freezer directory or a v2 cgroup), frozen
     /// first so the tree is seized whole.
     pub cgroup: Option<std::path::PathBuf>,
+    /// An earlier dump of the same tree (normally a pre-dump): pages it
+    /// holds that were not written since are marked PARENT instead of
+    /// stored again, and the images link to it.
+    pub prev_images: Option<std::path::PathBuf>,
 }
 
 /// What a dump did and how long it took.
@@ -44,10 +49,12 @@ pub struct DumpStats {
     pub memdump_time: Duration,
     pub pages_scanned: u64,
     pub pages_written: u64,
+    /// Pages left to the parent image set (not written since it).
+    pub pages_skipped_parent: u64,
     pub total_time: Duration,
 }
 
-fn check_root(root: Pid) -> Result<(), DumpError> {
+pub(crate) fn check_root(root: Pid) -> Result<(), DumpError> {
     match proc::tree::collect_tree(root) {
         Ok(_) => Ok(()),
         Err(ProcError::KernelThread { .. }) => Err(DumpError::KernelThread { pid: root }),
@@ -74,7 +81,11 @@ struct ProcessDump {
 pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, DumpError> {
     let t0 = Instant::now();
     check_root(root)?;
+    let mut parent = opts.prev_images.as_deref().map(ParentImages::open).transpose()?;
     let staging = ImageDirWriter::create(images)?;
+    if let Some(p) = &parent {
+        staging.link_parent(&incremental::parent_link(staging.final_path(), &p.dir)?)?;
+    }
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
     let mut frozen = Frozen::freeze_tree(root, opts.cgroup.as_deref())?;
     frozen.pin_to_one_cpu();
@@ -110,14 +121,13 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let d = dump_process(p, root, &vpids, fds, &internal, &sharing, &mut table, &staging, opts, &mut stats).map(
-            |mut d| {
-                if frozen.was_job_stopped(p.pid) {
-                    mark_stopped(&mut d);
-                }
-                d
-            },
-        )?;
+        let ctx = ProcessCtx { root, vpids: &vpids, staging: &staging, opts, parent: parent.as_ref() };
+        let d = dump_process(&ctx, p, fds, &internal, &sharing, &mut table, &mut stats).map(|mut d| {
+            if frozen.was_job_stopped(p.pid) {
+                mark_stopped(&mut d);
+            }
+            d
+        })?;
         dumps.push(d);
     }
     log::debug!("dump {root}: state collected at {:?}", t0.elapsed());
@@ -174,7 +184,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             memdump_time: stats.memdump_time.as_micros() as u32,
             memwrite_time: stats.memdump_time.as_micros() as u32,
             pages_scanned: stats.pages_scanned,
-            pages_skipped_parent: 0,
+            pages_skipped_parent: stats.pages_skipped_parent,
             pages_written: stats.pages_written,
             ..Default::default()
         }),
@@ -195,6 +205,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         log::debug!("dump {root}: tree killed at {:?}", t0.elapsed());
         tcp_repair.tree_killed();
     }
+    if let Some(p) = parent.as_mut() {
+        p.stop_tracking();
+    }
     log::debug!("dump {root}: done at {:?}", t0.elapsed());
     stats.total_time = t0.elapsed();
     Ok(stats)
@@ -211,7 +224,7 @@ fn mark_stopped(d: &mut ProcessDump) {
 }
 
 /// The tree entry of one process (the root's parent is outside: 0).
-fn pstree_entry(pid: Pid, root: Pid, st: &proc::Stat, threads: &[Pid]) -> pb::PstreeEntry {
+pub(crate) fn pstree_entry(pid: Pid, root: Pid, st: &proc::Stat, threads: &[Pid]) -> pb::PstreeEntry {
     pb::PstreeEntry {
         pid: pid as u32,
         ppid: if pid == root { 0 } else { st.ppid as u32 },
@@ -244,19 +257,25 @@ fn dump_zombie(p: &FrozenProcess, root: Pid) -> Result<ProcessDump, DumpError> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dump_process(
-    p: &FrozenProcess,
+/// What every process's dump shares.
+struct ProcessCtx<'a> {
     root: Pid,
-    vpids: &crate::vpids::Vpids,
+    vpids: &'a crate::vpids::Vpids,
+    staging: &'a ImageDirWriter,
+    opts: &'a DumpOpts,
+    parent: Option<&'a ParentImages>,
+}
+
+fn dump_process(
+    ctx: &ProcessCtx<'_>,
+    p: &FrozenProcess,
     fds: &[files::FdSeen],
     internal: &std::collections::HashSet<u64>,
     sharing: &crate::kinds::share::Sharing,
     table: &mut files::FileTable,
-    staging: &ImageDirWriter,
-    opts: &DumpOpts,
     stats: &mut DumpStats,
 ) -> Result<ProcessDump, DumpError> {
+    let ProcessCtx { root, vpids, staging, opts, parent } = *ctx;
     let pid = p.pid;
     let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let status = proc::read_status(pid).map_err(|source| DumpError::Proc { pid, source })?;
@@ -303,6 +322,10 @@ fn dump_process(
     log::debug!("process {pid}: threads after {:?}", pt.elapsed());
     let mem_t = Instant::now();
     let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), table)?;
+    let plan = match parent {
+        Some(par) => incremental::plan_against_parent(pid, vpids.of(pid), &vmas, &runs, par, false)?.0,
+        None => incremental::full(&runs),
+    };
     let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
@@ -314,23 +337,15 @@ fn dump_process(
         .open(&pages_path)
         .map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
     log::debug!("process {pid}: memory map and pagemap after {:?}", pt.elapsed());
-    let written = crate::kinds::pages::dump_pages(pid, &runs, &file)?;
+    let written = crate::kinds::pages::dump_pages(pid, &plan.present, &file)?;
     stats.memdump_time += mem_t.elapsed();
+    stats.pages_skipped_parent += plan.from_parent;
     stats.pages_scanned += scanned;
     stats.pages_written += written / mm::PAGE;
     log::debug!("process {pid}: pages written after {:?}", pt.elapsed());
     session.close().map_err(dump_io(pid, "remove scratch memory"))?;
 
-    let pagemap = runs
-        .iter()
-        .map(|r| pb::PagemapEntry {
-            vaddr: r.vaddr,
-            compat_nr_pages: r.nr_pages.min(u32::MAX as u64) as u32,
-            in_parent: None,
-            flags: Some(pe::PRESENT),
-            nr_pages: Some(r.nr_pages),
-        })
-        .collect();
+    let pagemap = plan.pagemap;
 
     log::debug!("process {pid}: scratch removed after {:?}", pt.elapsed());
     let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts, pidfd: None };

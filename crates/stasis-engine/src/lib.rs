@@ -14,7 +14,9 @@ pub mod dump;
 pub mod error;
 pub mod fault;
 pub mod freeze;
+pub mod incremental;
 pub mod kinds;
+pub mod predump;
 pub mod proc;
 pub mod remote;
 pub mod restore;
@@ -22,4 +24,5 @@ pub mod vpids;
 
 pub use dump::{dump, DumpOpts, DumpStats};
 pub use error::{DumpError, RestoreError};
+pub use predump::pre_dump;
 pub use restore::{restore, RestoreOpts, Restored};

@@ -45,6 +45,9 @@ pub struct TcpStream {
     pub outq: Vec<u8>,
 }
 
+/// The symlink to the parent image set of an incremental dump (CRIU's name).
+pub const PARENT_LINK: &str = "parent";
+
 /// An existing image directory, read file by file.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
@@ -76,6 +79,18 @@ impl ImageDir {
     /// Whether file `name` exists.
     pub fn exists(&self, name: &str) -> bool {
         self.file(name).exists()
+    }
+
+    /// The image set this one is incremental to: the directory its
+    /// `parent` link names (relative to this one, as CRIU writes it), or
+    /// `None` for a full image set.
+    pub fn parent(&self) -> Result<Option<ImageDir>, ImageError> {
+        let link = self.file(PARENT_LINK);
+        match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ImageError::io("inspect", &link, e)),
+            Ok(_) => ImageDir::open(&link).map(Some),
+        }
     }
 
     /// Opens file `name` as an image of `kind`.
@@ -322,6 +337,14 @@ impl ImageDirWriter {
     /// Path of file `name` in the staging directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.staging.join(name)
+    }
+
+    /// Records `target` (a path relative to the final directory, or
+    /// absolute) as the parent image set: pagemap entries flagged PARENT
+    /// are found there.
+    pub fn link_parent(&self, target: &Path) -> Result<(), ImageError> {
+        let link = self.file(PARENT_LINK);
+        std::os::unix::fs::symlink(target, &link).map_err(|e| ImageError::io("create", &link, e))
     }
 
     /// Creates file `name` as an image of `kind`, for streaming entries.

@@ -211,6 +211,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         tcp_established: o.tcp_established,
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
         cgroup: crate::cgroup::hierarchies(&store.runroot).ok().and_then(|_| crate::cgroup::freezer(&st.cgroups)),
+        prev_images: None,
     };
     // Connections being dumped get no packet (and send no RST) until they
     // are restored; a failed or leave-running checkpoint lifts the lock.

@@ -102,3 +102,47 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: only changes fd flags in our own table.
     check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
 }
+
+/// Clears close-on-exec on `fd`, so a program we spawn inherits it at the
+/// same number.
+pub fn set_inheritable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fcntl with integer arguments on an fd we borrow.
+    check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }).map(drop)
+}
+
+/// Takes ownership of fd number `raw`, which our parent handed down (its
+/// number came on the command line). Fails if no such fd is open.
+pub fn inherited(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the fd's flags; it fails on a closed fd.
+    check_int(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
+    // SAFETY: the fd is open, was given to us to own, and nothing else in
+    // this process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Waits until at least one of `fds` is readable (a pidfd: its process has
+/// exited); returns which are. Retries on EINTR.
+pub fn wait_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> =
+        fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        // SAFETY: p is a live array of p.len() pollfd structs.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
+        if r >= 0 {
+            return Ok(p.iter().map(|x| x.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Sends `sig` to the process behind `pidfd` (no pid-reuse race).
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall; a null siginfo means "as kill(2) would".
+    check(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    })
+    .map(drop)
+}

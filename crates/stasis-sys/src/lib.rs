@@ -14,12 +14,15 @@
 //! - [`proc_ctl`]: spawning restore stubs with `clone3(set_tid)`, signals,
 //!   waiting, and the SIGINT/SIGTERM flag the engine polls.
 //! - [`mmap`]: a read-only or read-write mapping of a local file.
+//! - [`uffd`], [`pagemap`]: userfaultfd (restore fills, pre-dump write
+//!   tracking) and `PAGEMAP_SCAN`.
 
 pub mod fd;
 pub mod inject;
 pub mod mmap;
 pub mod net;
 pub mod ns;
+pub mod pagemap;
 pub mod proc_ctl;
 pub mod ptrace;
 pub mod special;

@@ -40,6 +40,10 @@ enum Command {
     Checkpoint(checkpoints::DockerCmd),
     #[command(flatten)]
     Containers(containers::ContainerCmd),
+    /// Holds a pre-dump's write tracking (UFFD:PIDFD pairs, inherited)
+    /// until the tracked processes exit; started by pre-dumps.
+    #[command(hide = true)]
+    TrackHolder { pairs: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +67,14 @@ struct DumpArgs {
     /// Dump established TCP connections (they are refused otherwise).
     #[arg(long)]
     tcp_established: bool,
+    /// Store memory only, leave the tree running and track its writes, so
+    /// a later dump with --prev-images stores only what changed.
+    #[arg(long)]
+    pre_dump: bool,
+    /// An earlier (pre-)dump of this tree: pages it holds that were not
+    /// written since are not stored again.
+    #[arg(long, value_name = "DIR")]
+    prev_images: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -116,14 +128,27 @@ fn main() -> ExitCode {
             let opts = stasis_engine::DumpOpts {
                 leave_running: a.leave_running,
                 tcp_established: a.tcp_established,
+                prev_images: a.prev_images,
                 ..Default::default()
             };
-            match stasis_engine::dump(a.pid, &a.images, &opts) {
+            let done = if a.pre_dump {
+                if a.leave_running || a.tcp_established {
+                    eprintln!("stasis: --pre-dump always leaves the tree running and stores memory only; drop --leave-running/--tcp-established");
+                    return ExitCode::FAILURE;
+                }
+                match std::env::current_exe() {
+                    Ok(exe) => stasis_engine::pre_dump(a.pid, &a.images, &opts, &exe),
+                    Err(e) => return fail(&e),
+                }
+            } else {
+                stasis_engine::dump(a.pid, &a.images, &opts)
+            };
+            match done {
                 Ok(s) => {
                     log::info!(
-                        "dumped {} processes ({} threads) in {:?}: freezing {:?}, frozen {:?}, memory {:?}, {} pages written of {} scanned",
+                        "dumped {} processes ({} threads) in {:?}: freezing {:?}, frozen {:?}, memory {:?}, {} pages written of {} scanned, {} left to the parent",
                         s.processes, s.threads, s.total_time, s.freezing_time, s.frozen_time, s.memdump_time,
-                        s.pages_written, s.pages_scanned
+                        s.pages_written, s.pages_scanned, s.pages_skipped_parent
                     );
                     ExitCode::SUCCESS
                 }
@@ -154,6 +179,20 @@ fn main() -> ExitCode {
             }
             match stasis_sys::proc_ctl::wait_exit(restored.root_pid) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::TrackHolder { pairs } => {
+            let parsed: Option<Vec<(i32, i32)>> = pairs
+                .iter()
+                .map(|p| p.split_once(':').and_then(|(u, f)| Some((u.parse().ok()?, f.parse().ok()?))))
+                .collect();
+            let Some(parsed) = parsed else {
+                eprintln!("stasis: track-holder takes UFFD:PIDFD pairs");
+                return ExitCode::FAILURE;
+            };
+            match stasis_engine::incremental::holder::hold(&parsed) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }

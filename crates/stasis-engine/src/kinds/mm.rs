@@ -5,7 +5,8 @@
 //! with `process_vm_writev`.
 //!
 //! Which pages are stored (pagemap bits: 63 present, 62 swapped, 61
-//! file-page or shared-anon, 58 guard marker):
+//! file-page or shared-anon, 58 guard marker; a "swapped" entry of swap
+//! type 31 is a PTE marker, not data):
 //! - private anonymous VMAs (heap, stacks, malloc arenas): present or swapped;
 //! - private file VMAs: only pages that were copied on write (present and not
 //!   a file page) — the rest comes back from the file;
@@ -31,6 +32,10 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 const PM_GUARD: u64 = 1 << 58;
+/// Swap type of a PTE marker (the last of the 5-bit swap types), shown in
+/// the low bits of a PM_SWAP entry. Write tracking leaves uffd-wp markers
+/// on pages never touched; they hold no data.
+const SWP_PTE_MARKER: u64 = 31;
 
 /// `madvise` advice numbers stored as bits of `vma_entry.madv`.
 const MADV_DONTFORK: u64 = 10;
@@ -93,7 +98,7 @@ fn madv_of(v: &SmapsEntry) -> u64 {
 
 /// Whether a page with pagemap entry `pme` is stored for a VMA of `status`.
 fn page_wanted(status: u32, pme: u64) -> bool {
-    if pme & PM_GUARD != 0 {
+    if pme & PM_GUARD != 0 || (pme & PM_SWAP != 0 && pme & PM_PRESENT == 0 && pme & 0x1f == SWP_PTE_MARKER) {
         return false;
     }
     if status & vst::ANON_SHARED != 0 {

@@ -9,6 +9,7 @@
 
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::mm::{Run, PAGE};
+use crate::restore::page_chain::{PageSeg, ProcessPages};
 use crate::restore::stub::Task;
 use stasis_image::flags::vma as vst;
 use stasis_image::pb;
@@ -101,11 +102,11 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
 }
 
 /// One piece of restore work: a `UFFDIO_COPY` into registered anonymous
-/// memory, or a `process_vm_writev` elsewhere; `off` is the offset of its
-/// bytes in the pages file.
+/// memory, or a `process_vm_writev` elsewhere; `file` is the layer whose
+/// pages file holds the bytes, at `off`.
 enum Fill {
-    Copy { dst: u64, off: usize, len: usize },
-    Write { ranges: Vec<RemoteRange>, off: usize, len: usize },
+    Copy { dst: u64, file: usize, off: usize, len: usize },
+    Write { ranges: Vec<RemoteRange>, file: usize, off: usize, len: usize },
 }
 
 /// Creates a userfaultfd inside the task (so it belongs to the task's mm),
@@ -127,78 +128,89 @@ fn task_uffd_if(task: &mut Task, wanted: bool) -> std::io::Result<Option<OwnedFd
     }
 }
 
-/// Splits runs into work: parts inside `fast` ranges (sorted, disjoint)
-/// become uffd copies, the rest `process_vm_writev` batches.
-fn plan(runs: &[Run], fast: &[(u64, u64)]) -> Vec<Fill> {
+/// Splits segments into work: parts inside `fast` ranges (sorted,
+/// disjoint) become uffd copies, the rest `process_vm_writev` batches of
+/// bytes contiguous in one file.
+fn plan(segs: &[PageSeg], fast: &[(u64, u64)]) -> Vec<Fill> {
     let mut out = Vec::new();
-    let mut off = 0usize;
+    // The open batch: its ranges, file, first offset and length.
     let mut slow: Vec<RemoteRange> = Vec::new();
-    let (mut slow_off, mut slow_len) = (0usize, 0usize);
-    let flush_slow = |out: &mut Vec<Fill>, slow: &mut Vec<RemoteRange>, so: usize, sl: &mut usize| {
-        if *sl > 0 {
-            out.push(Fill::Write { ranges: std::mem::take(slow), off: so, len: *sl });
-            *sl = 0;
+    let (mut slow_file, mut slow_off, mut slow_len) = (0usize, 0usize, 0usize);
+    let flush = |out: &mut Vec<Fill>, slow: &mut Vec<RemoteRange>, file: usize, off: usize, len: &mut usize| {
+        if *len > 0 {
+            out.push(Fill::Write { ranges: std::mem::take(slow), file, off, len: *len });
+            *len = 0;
         }
     };
-    for r in runs {
-        let mut addr = r.vaddr;
-        let end = r.vaddr + r.nr_pages * PAGE;
+    for sg in segs {
+        let mut addr = sg.vaddr;
+        let end = sg.vaddr + sg.nr_pages * PAGE;
+        let mut off = sg.off as usize;
         while addr < end {
             let inside = fast.iter().find(|(s, e)| *s <= addr && addr < *e);
             let next_fast = fast.iter().filter(|(s, _)| *s > addr).map(|(s, _)| *s).min().unwrap_or(u64::MAX);
             if let Some(&(_, fe)) = inside {
-                flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+                flush(&mut out, &mut slow, slow_file, slow_off, &mut slow_len);
                 let stop = end.min(fe);
-                let mut a = addr;
-                while a < stop {
-                    let len = ((stop - a) as usize).min(CHUNK);
-                    out.push(Fill::Copy { dst: a, off, len });
+                while addr < stop {
+                    let len = ((stop - addr) as usize).min(CHUNK);
+                    out.push(Fill::Copy { dst: addr, file: sg.layer, off, len });
                     off += len;
-                    a += len as u64;
+                    addr += len as u64;
                 }
-                addr = stop;
             } else {
                 let stop = end.min(next_fast);
                 let len = (stop - addr) as usize;
+                if slow_len > 0 && (slow_file != sg.layer || slow_off + slow_len != off) {
+                    flush(&mut out, &mut slow, slow_file, slow_off, &mut slow_len);
+                }
                 if slow_len == 0 {
-                    slow_off = off;
+                    (slow_file, slow_off) = (sg.layer, off);
                 }
                 slow.push(RemoteRange { addr, len });
                 slow_len += len;
                 off += len;
                 addr = stop;
                 if slow_len >= CHUNK {
-                    flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+                    flush(&mut out, &mut slow, slow_file, slow_off, &mut slow_len);
                 }
             }
         }
     }
-    flush_slow(&mut out, &mut slow, slow_off, &mut slow_len);
+    flush(&mut out, &mut slow, slow_file, slow_off, &mut slow_len);
     out
 }
 
-/// Writes the stored pages back into the task (`pages` is the pages file).
+/// Writes the stored pages back into the task, from this image set's pages
+/// file or its parents'.
 ///
 /// Fresh anonymous VMAs are filled with `UFFDIO_COPY`, which allocates each
 /// page and copies into it without zeroing it first; everything else (COW
 /// pages of private file mappings) with `process_vm_writev`. If the kernel
 /// offers no userfaultfd, everything goes through `process_vm_writev`.
-pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &File) -> Result<(), RestoreError> {
+pub fn fill_pages(task: &mut Task, pages: &ProcessPages, vmas: &[pb::VmaEntry]) -> Result<(), RestoreError> {
     let pid = task.pid;
-    let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
+    let total = pages.total_bytes();
     if total == 0 {
         return Ok(());
     }
-    let have = pages.metadata().map(|m| m.len()).unwrap_or(0);
-    if have < total {
-        return Err(RestoreError::Task {
-            pid,
-            what: format!("pagemap lists {total} bytes but the pages file has {have}"),
-            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-        });
+    // Map each layer's file as far as its segments reach.
+    let mut reach = vec![0u64; pages.files.len()];
+    for sg in &pages.segs {
+        reach[sg.layer] = reach[sg.layer].max(sg.off + sg.nr_pages * PAGE);
     }
-    let map = FileMap::read_only(pages, total as usize).map_err(restore_io(pid, "map the pages file"))?;
-    map.advise_sequential();
+    let mut maps: Vec<Option<FileMap>> = Vec::with_capacity(reach.len());
+    for (path, &len) in pages.files.iter().zip(&reach) {
+        if len == 0 {
+            maps.push(None);
+            continue;
+        }
+        let f = File::open(path).map_err(|source| RestoreError::Read { path: path.clone(), source })?;
+        let map = FileMap::read_only(&f, len as usize).map_err(restore_io(pid, format!("map {}", path.display())))?;
+        map.advise_sequential();
+        maps.push(Some(map));
+    }
+    let srcs: Vec<&[u8]> = maps.iter().map(|m| m.as_ref().map_or(&[][..], |m| m.as_slice())).collect();
 
     let mut fast: Vec<(u64, u64)> = Vec::new();
     // Below a few MiB the setup (an injected userfaultfd, a register and
@@ -219,13 +231,13 @@ pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &
         }
         fast.sort_unstable();
     }
-    let work = plan(runs, &fast);
+    let work = plan(&pages.segs, &fast);
     let n = if total < 2 * CHUNK as u64 { 1 } else { workers() };
     let mut per: Vec<Vec<&Fill>> = (0..n).map(|_| Vec::new()).collect();
     for (i, w) in work.iter().enumerate() {
         per[i % n].push(w);
     }
-    let src = map.as_slice();
+    let srcs = &srcs;
     let ufd = uffd.as_ref().map(|f| f.as_fd());
     let result = std::thread::scope(|s| {
         let handles: Vec<_> = per
@@ -238,12 +250,12 @@ pub fn fill_pages(task: &mut Task, runs: &[Run], vmas: &[pb::VmaEntry], pages: &
                             return Err(RestoreError::Interrupted);
                         }
                         match (w, ufd) {
-                            (Fill::Copy { dst, off, len }, Some(fd)) => {
-                                uffd::copy(fd, *dst, &src[*off..*off + *len])
+                            (Fill::Copy { dst, file, off, len }, Some(fd)) => {
+                                uffd::copy(fd, *dst, &srcs[*file][*off..*off + *len])
                                     .map_err(restore_io(pid, format!("fill memory at {dst:#x}")))?
                             }
-                            (Fill::Write { ranges, off, len }, _) => {
-                                vm::write_ranges(pid, ranges, &src[*off..*off + *len])
+                            (Fill::Write { ranges, file, off, len }, _) => {
+                                vm::write_ranges(pid, ranges, &srcs[*file][*off..*off + *len])
                                     .map_err(restore_io(pid, "write memory"))?
                             }
                             (Fill::Copy { dst, .. }, None) => {

@@ -2,8 +2,8 @@
 //! a restore refuses bad images up front, with the file named, and never
 //! leaves half a tree behind because of a file it could have read first.
 
+use super::page_chain::{self, ProcessPages};
 use crate::error::RestoreError;
-use crate::kinds::mm::{Run, PAGE};
 use stasis_image::flags::task_state;
 use stasis_image::{pb, ImageDir};
 use stasis_sys::Pid;
@@ -16,8 +16,8 @@ pub struct ProcessImage {
     /// Core of every thread, main thread first.
     pub cores: Vec<(Pid, pb::CoreEntry)>,
     pub mm: Option<pb::MmEntry>,
-    pub runs: Vec<Run>,
-    pub pages_path: PathBuf,
+    /// Where each stored page is (this image set or a parent).
+    pub pages: ProcessPages,
     pub fdinfo: Vec<pb::FdinfoEntry>,
     pub fs: Option<pb::FsEntry>,
 }
@@ -54,6 +54,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
     let img = ImageDir::open(dir)?;
     img.read_inventory()?;
     let pstree = img.read_pstree()?;
+    let chain = page_chain::chain(&img)?;
     if pstree.is_empty() {
         return Err(invalid(dir, "pstree.img lists no process"));
     }
@@ -71,8 +72,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
                 pstree: e,
                 cores,
                 mm: None,
-                runs: Vec::new(),
-                pages_path: PathBuf::new(),
+                pages: ProcessPages::default(),
                 fdinfo: Vec::new(),
                 fs: None,
             });
@@ -87,18 +87,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
             }
         }
         let mm = img.read_mm(pid)?;
-        let (head, entries) = img.read_pagemap(pid)?;
-        let runs: Vec<Run> =
-            entries.iter().map(|p| Run { vaddr: p.vaddr, nr_pages: stasis_image::pages::entry_nr_pages(p) }).collect();
-        let pages_path = img.pages_path(head.pages_id);
-        let want: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
-        let have = std::fs::metadata(&pages_path).map(|m| m.len()).unwrap_or(0);
-        if have < want {
-            return Err(invalid(
-                dir,
-                format!("{} holds {have} bytes but pagemap-{pid}.img needs {want}", pages_path.display()),
-            ));
-        }
+        let pages = page_chain::resolve(&chain, pid)?;
         let ids = img.read_ids(pid)?;
         let fdinfo = img.read_fdinfo(ids.files_id)?;
         for f in &fdinfo {
@@ -119,7 +108,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
             }
         }
         let fs = Some(img.read_fs(pid)?);
-        processes.push(ProcessImage { pstree: e, cores, mm: Some(mm), runs, pages_path, fdinfo, fs });
+        processes.push(ProcessImage { pstree: e, cores, mm: Some(mm), pages, fdinfo, fs });
     }
     let pipe_data = img.read_pipes_data()?.into_iter().map(|p| (p.entry.pipe_id, p.data)).collect();
     // Parents must come before children, and every parent must be in the tree.

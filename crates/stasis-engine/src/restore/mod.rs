@@ -16,6 +16,7 @@
 //! restorer itself dying.
 
 pub mod load;
+pub mod page_chain;
 pub mod stub;
 
 use crate::error::{restore_io, RestoreError};
@@ -405,9 +406,7 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
     let pt = Instant::now();
     mm::map_vmas(t, &mme.vmas, &cx.map_paths, &mut cx.shared_anon)?;
     log::debug!("process {pid}: {} areas mapped after {:?}", mme.vmas.len(), pt.elapsed());
-    let pages = std::fs::File::open(&p.pages_path)
-        .map_err(|source| RestoreError::Read { path: p.pages_path.clone(), source })?;
-    crate::kinds::pages::fill_pages(t, &p.runs, &mme.vmas, &pages)?;
+    crate::kinds::pages::fill_pages(t, &p.pages, &mme.vmas)?;
     mm::finish_vmas(t, &mme.vmas)?;
     log::debug!("process {pid}: memory filled after {:?}", pt.elapsed());
 

@@ -1,0 +1,149 @@
+//! Incremental dumps: a pre-dump stores memory while the tree keeps running
+//! and starts tracking its writes; the next dump (`prev_images`) stores only
+//! the pages written since and marks the rest PARENT in its pagemap, with a
+//! `parent` link to the pre-dump, in CRIU's format. Restore follows the
+//! chain (see `restore::load`).
+//!
+//! Without soft-dirty bits (absent on this kernel and many cloud kernels)
+//! writes are tracked with userfaultfd write-protection in async mode and
+//! `PAGEMAP_SCAN` ([`track`]); a detached [`holder`] keeps the tracking
+//! alive between the two dumps. A page comes from the parent only when all
+//! of these hold, else it is stored again:
+//! - the parent stored it (PRESENT, or PARENT further up the chain);
+//! - its VMA was tracked from the parent's dump to now, with our uffd;
+//! - the kernel says it was not written since.
+
+pub mod holder;
+pub mod parent;
+pub mod ranges;
+pub mod track;
+
+use crate::error::{dump_io, DumpError};
+use crate::kinds::mm::{Run, PAGE};
+use ranges::Ranges;
+use stasis_image::flags::pe;
+use stasis_image::pages::PagemapBuilder;
+use stasis_image::pb;
+use stasis_sys::Pid;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// How one process's stored pages split between this dump and its parent.
+pub struct PagePlan {
+    /// Runs whose bytes this dump writes, in address order.
+    pub present: Vec<Run>,
+    /// The pagemap: PRESENT and PARENT entries in address order.
+    pub pagemap: Vec<pb::PagemapEntry>,
+    /// Pages left to the parent.
+    pub from_parent: u64,
+}
+
+/// Every run stored here: a full dump.
+pub fn full(runs: &[Run]) -> PagePlan {
+    split(runs, &Ranges::default())
+}
+
+/// Splits `runs` into pieces stored here and pieces in `reuse` (left to the
+/// parent).
+pub fn split(runs: &[Run], reuse: &Ranges) -> PagePlan {
+    let mut present = Vec::new();
+    let mut map = PagemapBuilder::new(0);
+    let mut from_parent = 0;
+    for r in runs {
+        for (s, e, inside) in reuse.split(r.vaddr, r.vaddr + r.nr_pages * PAGE) {
+            let n = (e - s) / PAGE;
+            if inside {
+                from_parent += n;
+            } else {
+                present.push(Run { vaddr: s, nr_pages: n });
+            }
+            // Runs come sorted and disjoint from dump_vmas: push cannot fail.
+            let _ = map.push(s, n, if inside { pe::PARENT } else { pe::PRESENT });
+        }
+    }
+    let (_, pagemap) = map.finish();
+    PagePlan { present, pagemap, from_parent }
+}
+
+/// The page plan of process `pid` (`vpid` in the images) against `parent`,
+/// and the uffd tracking it, to hand on when this dump is a pre-dump too
+/// (then `rearm` protects the written pages again).
+pub fn plan_against_parent(
+    pid: Pid,
+    vpid: Pid,
+    vmas: &[pb::VmaEntry],
+    runs: &[Run],
+    parent: &parent::ParentImages,
+    rearm: bool,
+) -> Result<(PagePlan, Option<OwnedFd>), DumpError> {
+    let (Some(stored), Some(uffd)) = (parent.stored(vpid), parent.uffd(vpid)) else {
+        log::debug!("process {pid}: not tracked since the parent images; storing every page");
+        return Ok((full(runs), None));
+    };
+    let ch = track::changes(pid, uffd.as_fd(), vmas, rearm).map_err(dump_io(pid, "read tracked writes"))?;
+    let reuse = ch.tracked.intersect(stored).subtract(&ch.written);
+    let plan = split(runs, &reuse);
+    log::debug!(
+        "process {pid}: {} KiB written since the parent, {} pages left to it",
+        ch.written.len_bytes() / 1024,
+        plan.from_parent
+    );
+    Ok((plan, Some(uffd)))
+}
+
+/// The `parent` link of image set `images` (not created yet) to `parent`:
+/// relative when both are under one root, so a checkpoint directory and
+/// its pre-checkpoint move together.
+pub fn parent_link(images: &Path, parent: &Path) -> Result<PathBuf, DumpError> {
+    let canon =
+        |p: &Path| std::fs::canonicalize(p).map_err(|source| DumpError::Write { path: p.to_path_buf(), source });
+    let parent = canon(parent)?;
+    let (dir, name) = match (images.parent(), images.file_name()) {
+        (Some(d), Some(n)) => (if d.as_os_str().is_empty() { Path::new(".") } else { d }, n),
+        _ => return Ok(parent),
+    };
+    let images = canon(dir)?.join(name);
+    let common = images.components().zip(parent.components()).take_while(|(a, b)| a == b).count();
+    if common <= 1 {
+        return Ok(parent);
+    }
+    let mut rel = PathBuf::new();
+    for _ in images.components().skip(common) {
+        rel.push("..");
+    }
+    for c in parent.components().skip(common) {
+        rel.push(c);
+    }
+    Ok(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_interleaves_parent_and_present_entries() {
+        let runs = [Run { vaddr: 0x10000, nr_pages: 8 }, Run { vaddr: 0x20000, nr_pages: 2 }];
+        let reuse = Ranges::from_unsorted(vec![(0x11000, 0x13000), (0x20000, 0x30000)]);
+        let p = split(&runs, &reuse);
+        assert_eq!(p.present, vec![Run { vaddr: 0x10000, nr_pages: 1 }, Run { vaddr: 0x13000, nr_pages: 5 }]);
+        assert_eq!(p.from_parent, 4);
+        let flags: Vec<(u64, u32)> = p.pagemap.iter().map(|e| (e.vaddr, e.flags.unwrap_or(0))).collect();
+        assert_eq!(
+            flags,
+            vec![(0x10000, pe::PRESENT), (0x11000, pe::PARENT), (0x13000, pe::PRESENT), (0x20000, pe::PARENT)]
+        );
+    }
+
+    #[test]
+    fn parent_link_is_relative_between_siblings() {
+        let d = std::env::temp_dir().join(format!("stasis-link-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("ctr/pre-checkpoint")).unwrap();
+        let link = parent_link(&d.join("ctr/checkpoint"), &d.join("ctr/pre-checkpoint")).unwrap();
+        assert_eq!(link, PathBuf::from("../pre-checkpoint"));
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        let link = parent_link(&d.join("a/b/c"), &d.join("ctr/pre-checkpoint")).unwrap();
+        assert_eq!(link, PathBuf::from("../../../ctr/pre-checkpoint"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

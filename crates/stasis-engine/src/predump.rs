@@ -1,0 +1,149 @@
+//! Pre-dump: store a tree's memory while it keeps running, and start
+//! tracking its writes so the next dump stores only what changed.
+//!
+//! The tree is frozen only while each process's memory is write-protected
+//! and copied; nothing else is dumped (CRIU's pre-dump writes the same:
+//! pstree, pagemaps, pages, stats). Given `prev_images`, a pre-dump is
+//! itself incremental and takes the tracking over from its parent. After
+//! the commit the tree is thawed and a [`holder`] keeps the tracking.
+
+use crate::dump::{pstree_entry, DumpOpts, DumpStats};
+use crate::error::{dump_io, DumpError};
+use crate::freeze::Frozen;
+use crate::incremental::holder::{self, Tracked};
+use crate::incremental::{self, parent::ParentImages, track};
+use crate::kinds::{files::FileTable, mm, pages};
+use crate::proc;
+use crate::remote::{RemoteSession, SCRATCH_LEN};
+use stasis_image::{pb, ImageDirWriter};
+use stasis_sys::{proc_ctl, Pid};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Instant;
+
+/// Pre-dumps the tree rooted at `root` into `images`; `exe` is the stasis
+/// binary, run as the tracking holder.
+pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result<DumpStats, DumpError> {
+    let t0 = Instant::now();
+    crate::dump::check_root(root)?;
+    let mut parent = opts.prev_images.as_deref().map(ParentImages::open).transpose()?;
+    let staging = ImageDirWriter::create(images)?;
+    if let Some(p) = &parent {
+        staging.link_parent(&incremental::parent_link(staging.final_path(), &p.dir)?)?;
+    }
+    let mut frozen = Frozen::freeze_tree(root, opts.cgroup.as_deref())?;
+    frozen.pin_to_one_cpu();
+    let vpids = crate::vpids::Vpids::read(&frozen.processes, root)?;
+    let frozen_at = Instant::now();
+    let mut stats = DumpStats { freezing_time: frozen.freezing_time, ..Default::default() };
+    crate::fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
+
+    let mut tracked = Vec::new();
+    let mut pstree = Vec::new();
+    for p in &frozen.processes {
+        if proc_ctl::interrupted() {
+            return Err(DumpError::Interrupted);
+        }
+        let pid = p.pid;
+        let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
+        pstree.push(vpids.pstree(&pstree_entry(pid, root, &st, &p.threads)));
+        if p.threads.is_empty() {
+            continue; // a zombie has no memory
+        }
+        let vpid = vpids.of(pid);
+        let mem_t = Instant::now();
+        let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
+        let scratch = session.scratch;
+        let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), &mut FileTable::default())?;
+        let (plan, uffd) = match &parent {
+            Some(par) => incremental::plan_against_parent(pid, vpid, &vmas, &runs, par, true)?,
+            None => (incremental::full(&runs), None),
+        };
+        let uffd = match uffd {
+            Some(fd) => Some(fd),
+            None => start_tracking(pid, &session, &vmas)?,
+        };
+        let path = staging.file(&stasis_image::magic::file_name::pages(vpid as u32));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| DumpError::Write { path: path.clone(), source })?;
+        let written = pages::dump_pages(pid, &plan.present, &file)?;
+        session.close().map_err(dump_io(pid, "remove scratch memory"))?;
+        staging.write_pagemap(vpid as u32, &pb::PagemapHead { pages_id: vpid as u32 }, &plan.pagemap)?;
+        stats.memdump_time += mem_t.elapsed();
+        stats.pages_scanned += scanned;
+        stats.pages_written += written / mm::PAGE;
+        stats.pages_skipped_parent += plan.from_parent;
+        stats.threads += p.threads.len();
+        if let Some(uffd) = uffd {
+            tracked.push(Tracked { vpid, pid, uffd });
+        }
+    }
+    staging.write_pstree(&pstree)?;
+    staging.write_inventory(&pb::InventoryEntry {
+        img_version: stasis_image::flags::IMG_VERSION,
+        fdinfo_per_id: Some(true),
+        ns_per_id: Some(true),
+        stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
+        ..Default::default()
+    })?;
+    stats.frozen_time = frozen_at.elapsed();
+    stats.processes = pstree.len();
+    staging.write_dump_stats(&pb::StatsEntry {
+        dump: Some(pb::DumpStatsEntry {
+            freezing_time: stats.freezing_time.as_micros() as u32,
+            frozen_time: stats.frozen_time.as_micros() as u32,
+            memdump_time: stats.memdump_time.as_micros() as u32,
+            memwrite_time: stats.memdump_time.as_micros() as u32,
+            pages_scanned: stats.pages_scanned,
+            pages_skipped_parent: stats.pages_skipped_parent,
+            pages_written: stats.pages_written,
+            ..Default::default()
+        }),
+        restore: None,
+    })?;
+    crate::fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
+    if proc_ctl::interrupted() {
+        return Err(DumpError::Interrupted);
+    }
+    let dir = staging.commit()?;
+    frozen.release();
+    // The parent's holder goes only once ours runs: until then our copies
+    // of the uffds keep the tracking alive.
+    let started = holder::start(exe, &tracked, &dir);
+    if let Some(p) = parent.as_mut() {
+        p.stop_tracking();
+    }
+    if let Err(e) = started {
+        // Without tracking the images are still valid, but a dump against
+        // them would store everything again: say so rather than pretend.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    stats.total_time = t0.elapsed();
+    Ok(stats)
+}
+
+/// Arms write tracking in a stopped process; `None` where the kernel cannot
+/// (its next dump stores every page).
+fn start_tracking(
+    pid: Pid,
+    session: &RemoteSession,
+    vmas: &[pb::VmaEntry],
+) -> Result<Option<std::os::fd::OwnedFd>, DumpError> {
+    let mut call = session.thread(pid).map_err(dump_io(pid, "inject"))?;
+    let made = track::new_uffd(pid, &mut call);
+    call.done().map_err(dump_io(pid, "restore registers"))?;
+    let Some(fd) = made.map_err(dump_io(pid, "create a userfaultfd for write tracking"))? else {
+        log::warn!(
+            "process {pid}: the kernel has no async userfaultfd write-protection; the next dump stores every page"
+        );
+        return Ok(None);
+    };
+    let armed = track::arm(fd.as_fd(), vmas).map_err(dump_io(pid, "write-protect memory for tracking"))?;
+    log::debug!("process {pid}: tracking {} MiB", armed.len_bytes() >> 20);
+    Ok(Some(fd))
+}
