@@ -321,11 +321,13 @@ fn dump_process(
     // Memory.
     log::debug!("process {pid}: threads after {:?}", pt.elapsed());
     let mem_t = Instant::now();
-    let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), table)?;
+    let scan = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), table, parent.is_some())?;
+    log::debug!("process {pid}: memory areas read after {:?}", pt.elapsed());
     let plan = match parent {
-        Some(par) => incremental::plan_against_parent(pid, vpids.of(pid), &vmas, &runs, par, false)?.0,
-        None => incremental::full(&runs),
+        Some(par) => incremental::plan_against_parent(pid, vpids.of(pid), &scan, par, false)?.0,
+        None => incremental::full(&scan.runs),
     };
+    let (vmas, scanned) = (scan.vmas, scan.scanned);
     let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;

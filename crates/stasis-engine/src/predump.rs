@@ -54,15 +54,16 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
         let mem_t = Instant::now();
         let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
         let scratch = session.scratch;
-        let (vmas, runs, scanned) = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), &mut FileTable::default())?;
+        let scan = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), &mut FileTable::default(), parent.is_some())?;
         let (plan, uffd) = match &parent {
-            Some(par) => incremental::plan_against_parent(pid, vpid, &vmas, &runs, par, true)?,
-            None => (incremental::full(&runs), None),
+            Some(par) => incremental::plan_against_parent(pid, vpid, &scan, par, true)?,
+            None => (incremental::full(&scan.runs), None),
         };
         let uffd = match uffd {
             Some(fd) => Some(fd),
-            None => start_tracking(pid, &session, &vmas)?,
+            None => start_tracking(pid, &session, &scan.vmas)?,
         };
+        let scanned = scan.scanned;
         let path = staging.file(&stasis_image::magic::file_name::pages(vpid as u32));
         let file = std::fs::OpenOptions::new()
             .read(true)

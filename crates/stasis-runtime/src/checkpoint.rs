@@ -26,6 +26,7 @@ use crate::error::{Ctx, Result, RuntimeError};
 use crate::image;
 use crate::monitor::RestoreReq;
 use crate::network::lock::NetLock;
+use crate::precheckpoint;
 use crate::store::{self, ContainerConfig, ContainerState, Status, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -69,6 +70,8 @@ pub struct CheckpointOpts {
     pub compression: Option<Compression>,
     /// docker's named checkpoint: the bundle goes to `dir/NAME`.
     pub named: Option<Named>,
+    /// Store only the pages written since the pre-checkpoint (`-P`).
+    pub with_previous: bool,
 }
 
 /// A docker-style named checkpoint.
@@ -95,6 +98,9 @@ pub struct RestoreOpts {
     /// Name of the container `--import` creates.
     pub name: Option<String>,
     pub named: Option<Named>,
+    /// The pre-checkpoint archive of an `--import`ed `--with-previous`
+    /// checkpoint.
+    pub import_previous: Option<PathBuf>,
 }
 
 fn named_dir(store: &Store, cfg: &ContainerConfig, n: &Named) -> Result<PathBuf> {
@@ -183,6 +189,11 @@ impl Drop for Staging {
     }
 }
 
+/// The freezer cgroup the engine freezes the container with.
+pub(crate) fn freezer_of(store: &Store, st: &ContainerState) -> Option<PathBuf> {
+    crate::cgroup::hierarchies(&store.runroot).ok().and_then(|_| crate::cgroup::freezer(&st.cgroups))
+}
+
 /// Checkpoints a running container; returns podman-style statistics.
 pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> Result<Value> {
     let t0 = Instant::now();
@@ -191,6 +202,19 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
     if st.status != Status::Running {
         return Err(RuntimeError::Invalid(format!("container {} is not running", cfg.name)));
     }
+    let prev = match o.with_previous {
+        false => None,
+        true if o.named.is_some() => {
+            return Err(RuntimeError::Invalid("--with-previous does not apply to named checkpoints".into()))
+        }
+        true if !precheckpoint::has_pre(store, &cfg.id) => {
+            return Err(RuntimeError::NotFound(format!(
+                "container {} has no pre-checkpoint: make one with `checkpoint -P` first",
+                cfg.name
+            )))
+        }
+        true => Some(precheckpoint::pre_dir(store, &cfg.id)),
+    };
     let target = bundle_dir(store, cfg, o.named.as_ref())?;
     let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
     fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
@@ -210,8 +234,8 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         leave_running: o.leave_running,
         tcp_established: o.tcp_established,
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
-        cgroup: crate::cgroup::hierarchies(&store.runroot).ok().and_then(|_| crate::cgroup::freezer(&st.cgroups)),
-        prev_images: None,
+        cgroup: freezer_of(store, &st),
+        prev_images: prev,
     };
     // Connections being dumped get no packet (and send no RST) until they
     // are restored; a failed or leave-running checkpoint lifts the lock.
@@ -240,6 +264,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         "memwrite_time": micros(stats.memdump_time),
         "pages_scanned": stats.pages_scanned,
         "pages_written": stats.pages_written,
+        "pages_skipped_parent": stats.pages_skipped_parent,
     });
     write_value(&staging.join("stats-dump"), &criu)?;
     if !o.leave_running {
@@ -326,6 +351,12 @@ fn restore_locked(store: &Store, mut cfg: ContainerConfig, exe: &Path, o: &Resto
             None => format!("container {} has no checkpoint to restore", cfg.name),
         }));
     }
+    if precheckpoint::needs_previous(&bundle.join(IMAGES)) && !precheckpoint::has_pre(store, &cfg.id) {
+        return Err(RuntimeError::NotFound(format!(
+            "the checkpoint of {} was made --with-previous and its pre-checkpoint is gone",
+            cfg.name
+        )));
+    }
     let changed = !o.publish.is_empty() || o.ignore_static_ip || o.ignore_static_mac;
     if !o.publish.is_empty() {
         cfg.publish = o.publish.clone();
@@ -377,6 +408,22 @@ pub fn import(store: &Store, archive: &Path, exe: &Path, o: &RestoreOpts) -> Res
     let _cleanup = Staging(Some(unpacked.clone()));
     ckpt_archive::unpack(archive, &unpacked)?;
     let mut cfg: ContainerConfig = store::read_json(&unpacked.join("config.dump"))?;
+    let checkpointed_id = cfg.id.clone();
+    match (precheckpoint::needs_previous(&unpacked.join(IMAGES)), &o.import_previous) {
+        (true, None) => {
+            return Err(RuntimeError::Invalid(format!(
+                "{} was checkpointed --with-previous: give its pre-checkpoint archive with --import-previous",
+                archive.display()
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(RuntimeError::Invalid(format!(
+                "{} was not checkpointed --with-previous: --import-previous does not apply",
+                archive.display()
+            )))
+        }
+        _ => {}
+    }
     let img = image::find(store, &cfg.image_id).or_else(|_| image::find(store, &cfg.image_name)).map_err(|_| {
         RuntimeError::NotFound(format!(
             "{}: the container's image {} ({}) is not on this host: load or import it first",
@@ -410,6 +457,9 @@ pub fn import(store: &Store, archive: &Path, exe: &Path, o: &RestoreOpts) -> Res
     let res = (|| {
         if !o.ignore_rootfs {
             ckpt_archive::apply_rootfs_diff(&unpacked, &dir.join("upper"))?;
+        }
+        if let Some(pre) = &o.import_previous {
+            precheckpoint::import_previous(store, pre, &checkpointed_id, &dir, &unpacked)?;
         }
         let log = unpacked.join("ctr.log");
         if log.exists() {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod image;
 pub mod monitor;
 pub mod network;
+pub mod precheckpoint;
 pub mod rootfs;
 pub mod store;
 

@@ -223,6 +223,8 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
         }
         if r.remove_after {
             let _ = fs::remove_dir_all(&r.dir);
+            // Its pre-checkpoint served this restore only.
+            crate::precheckpoint::drop_pre(store, id);
         }
     }
     // Nothing of ours may keep the CLI's pipe open: stdout becomes /dev/null.

@@ -18,10 +18,15 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 /// The page is not write-protected by userfaultfd: written since the last
 /// protection (or never protected).
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// The page is a page-cache page (of a file or shmem), not anonymous.
+pub const PAGE_IS_FILE: u64 = 1 << 2;
 /// The page is present in memory.
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
-/// The page is swapped out.
+/// The page is swapped out (or a PTE marker).
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// A guard region (`MADV_GUARD_INSTALL`, Linux 6.15+; older kernels reject
+/// the bit with EINVAL).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// Write-protect the pages found, in the same walk.
 pub const SCAN_WP_MATCHING: u64 = 1 << 0;
@@ -63,18 +68,19 @@ pub struct Region {
 }
 
 /// Lists the regions of `[start, end)` whose pages have every category of
-/// `required`, appending them to `out` (adjacent pages merge into one
-/// region). `flags` may add [`SCAN_WP_MATCHING`] to re-protect them.
-/// `pagemap` is `/proc/PID/pagemap` of the process.
+/// `required`, appending them to `out` (adjacent pages with the same
+/// categories merge into one region); each region also tells which of
+/// `reported` its pages have. `flags` may add [`SCAN_WP_MATCHING`] to
+/// re-protect them. `pagemap` is `/proc/PID/pagemap` of the process.
 pub fn scan(
     pagemap: BorrowedFd<'_>,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     required: u64,
+    reported: u64,
     flags: u64,
     out: &mut Vec<Region>,
 ) -> io::Result<()> {
-    let mut buf = vec![PageRegion::default(); 512];
+    let mut buf = vec![PageRegion::default(); 4096];
     let mut from = start;
     while from < end {
         let mut a = ScanArg {
@@ -85,7 +91,7 @@ pub fn scan(
             vec: buf.as_mut_ptr() as u64,
             vec_len: buf.len() as u64,
             category_mask: required,
-            return_mask: required,
+            return_mask: required | reported,
             ..Default::default()
         };
         // SAFETY: a is a live pm_scan_arg whose vec points to buf, which

@@ -8,6 +8,7 @@ use serde_json::Value;
 use stasis_runtime::checkpoint::{self, CheckpointOpts, Named, RestoreOpts};
 use stasis_runtime::ckpt_archive::Compression;
 use stasis_runtime::container;
+use stasis_runtime::precheckpoint;
 use stasis_runtime::store::{ContainerConfig, Status, Store};
 use stasis_runtime::RuntimeError;
 use std::path::PathBuf;
@@ -36,6 +37,13 @@ pub struct CheckpointArgs {
     /// Archive compression: zstd (default), gzip or none.
     #[arg(short = 'c', long, value_name = "ALGO")]
     compress: Option<String>,
+    /// Store the memory only and leave the container running, tracking its
+    /// writes (replaces an earlier pre-checkpoint).
+    #[arg(short = 'P', long)]
+    pre_checkpoint: bool,
+    /// Store only what changed since the pre-checkpoint (-P).
+    #[arg(long)]
+    with_previous: bool,
     /// Print statistics as JSON.
     #[arg(long)]
     print_stats: bool,
@@ -63,6 +71,10 @@ pub struct RestoreArgs {
     /// Name of the container created by --import.
     #[arg(short = 'n', long)]
     name: Option<String>,
+    /// The pre-checkpoint archive (-P -e) of an --import'ed checkpoint made
+    /// --with-previous.
+    #[arg(long, value_name = "FILE")]
+    import_previous: Option<PathBuf>,
     /// Do not apply the archive's file system changes.
     #[arg(long)]
     ignore_rootfs: bool,
@@ -165,6 +177,9 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
             if a.export.is_some() && list.len() != 1 {
                 return Err(RuntimeError::Invalid("--export needs exactly one container".into()));
             }
+            if a.pre_checkpoint && a.with_previous {
+                return Err(RuntimeError::Invalid("--pre-checkpoint and --with-previous exclude each other".into()));
+            }
             let o = CheckpointOpts {
                 leave_running: a.leave_running,
                 tcp_established: a.tcp_established,
@@ -172,10 +187,15 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
                 ignore_rootfs: a.ignore_rootfs,
                 compression,
                 named: None,
+                with_previous: a.with_previous,
             };
             let _ = a.keep;
             for (n, c) in list {
-                report(&n, &checkpoint::checkpoint(store, &c, &o)?, a.print_stats);
+                let stats = match a.pre_checkpoint {
+                    true => precheckpoint::pre_checkpoint(store, &c, &exe()?, &o)?,
+                    false => checkpoint::checkpoint(store, &c, &o)?,
+                };
+                report(&n, &stats, a.print_stats);
             }
             Ok(0)
         }
@@ -193,7 +213,11 @@ fn podman(store: &Store, cmd: PodmanCmd) -> Result<i32, RuntimeError> {
                 publish: a.publish,
                 name: a.name,
                 named: None,
+                import_previous: a.import_previous,
             };
+            if o.import_previous.is_some() && a.import.is_none() {
+                return Err(RuntimeError::Invalid("--import-previous only applies with --import".into()));
+            }
             if let Some(file) = &a.import {
                 let (cfg, stats) = checkpoint::import(store, file, &exe()?, &o)?;
                 report(&cfg.id, &stats, a.print_stats);

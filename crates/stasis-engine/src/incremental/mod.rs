@@ -19,7 +19,7 @@ pub mod ranges;
 pub mod track;
 
 use crate::error::{dump_io, DumpError};
-use crate::kinds::mm::{Run, PAGE};
+use crate::kinds::mm::{self, Run, VmaScan, PAGE};
 use ranges::Ranges;
 use stasis_image::flags::pe;
 use stasis_image::pages::PagemapBuilder;
@@ -38,51 +38,72 @@ pub struct PagePlan {
     pub from_parent: u64,
 }
 
-/// Every run stored here: a full dump.
-pub fn full(runs: &[Run]) -> PagePlan {
-    split(runs, &Ranges::default())
+fn ranges_of(runs: &[Run]) -> Ranges {
+    Ranges::from_unsorted(runs.iter().map(|r| (r.vaddr, r.vaddr + r.nr_pages * PAGE)).collect())
 }
 
-/// Splits `runs` into pieces stored here and pieces in `reuse` (left to the
-/// parent).
-pub fn split(runs: &[Run], reuse: &Ranges) -> PagePlan {
-    let mut present = Vec::new();
+/// Every run stored here: a full dump.
+pub fn full(runs: &[Run]) -> PagePlan {
+    assemble(&ranges_of(runs), &Ranges::default())
+}
+
+/// The plan storing `present` here and leaving `parent` to the parent
+/// (disjoint sets).
+pub fn assemble(present: &Ranges, parent: &Ranges) -> PagePlan {
+    let mut all: Vec<(u64, u64, bool)> = present.as_slice().iter().map(|&(s, e)| (s, e, false)).collect();
+    all.extend(parent.as_slice().iter().map(|&(s, e)| (s, e, true)));
+    all.sort_unstable();
+    let mut plan = PagePlan { present: Vec::new(), pagemap: Vec::new(), from_parent: 0 };
     let mut map = PagemapBuilder::new(0);
-    let mut from_parent = 0;
-    for r in runs {
-        for (s, e, inside) in reuse.split(r.vaddr, r.vaddr + r.nr_pages * PAGE) {
-            let n = (e - s) / PAGE;
-            if inside {
-                from_parent += n;
-            } else {
-                present.push(Run { vaddr: s, nr_pages: n });
-            }
-            // Runs come sorted and disjoint from dump_vmas: push cannot fail.
-            let _ = map.push(s, n, if inside { pe::PARENT } else { pe::PRESENT });
+    for (s, e, in_parent) in all {
+        let n = (e - s) / PAGE;
+        if in_parent {
+            plan.from_parent += n;
+        } else {
+            plan.present.push(Run { vaddr: s, nr_pages: n });
         }
+        // Sorted and disjoint by construction: push cannot fail.
+        let _ = map.push(s, n, if in_parent { pe::PARENT } else { pe::PRESENT });
     }
-    let (_, pagemap) = map.finish();
-    PagePlan { present, pagemap, from_parent }
+    plan.pagemap = map.finish().1;
+    plan
 }
 
 /// The page plan of process `pid` (`vpid` in the images) against `parent`,
 /// and the uffd tracking it, to hand on when this dump is a pre-dump too
-/// (then `rearm` protects the written pages again).
+/// (then `rearm` protects the written pages again). `scan` left the VMAs
+/// registered for write-protection unscanned: where they are ours, the
+/// pages to store are the ones written (`PAGEMAP_SCAN`, no 8 bytes read
+/// per page) and the parent has the rest.
 pub fn plan_against_parent(
     pid: Pid,
     vpid: Pid,
-    vmas: &[pb::VmaEntry],
-    runs: &[Run],
+    scan: &VmaScan,
     parent: &parent::ParentImages,
     rearm: bool,
 ) -> Result<(PagePlan, Option<OwnedFd>), DumpError> {
+    let uffd_wp = Ranges::from_unsorted(scan.uffd_wp.iter().map(|&(s, e, _)| (s, e)).collect());
     let (Some(stored), Some(uffd)) = (parent.stored(vpid), parent.uffd(vpid)) else {
         log::debug!("process {pid}: not tracked since the parent images; storing every page");
-        return Ok((full(runs), None));
+        let mut runs = scan.runs.clone();
+        runs.extend(mm::stored_runs(pid, &scan.uffd_wp)?);
+        return Ok((full(&runs), None));
     };
-    let ch = track::changes(pid, uffd.as_fd(), vmas, rearm).map_err(dump_io(pid, "read tracked writes"))?;
-    let reuse = ch.tracked.intersect(stored).subtract(&ch.written);
-    let plan = split(runs, &reuse);
+    let t = std::time::Instant::now();
+    let ch = track::changes(pid, uffd.as_fd(), &scan.vmas, rearm).map_err(dump_io(pid, "read tracked writes"))?;
+    log::debug!("process {pid}: tracked writes read in {:?}", t.elapsed());
+    let ours = uffd_wp.intersect(&ch.tracked);
+    // Registered for write-protection by someone else (the program's own
+    // uffd): scanned the slow way, nothing reused.
+    let foreign: Vec<(u64, u64, u32)> =
+        scan.uffd_wp.iter().copied().filter(|&(s, e, _)| ours.split(s, e).iter().any(|p| !p.2)).collect();
+    let mut slow = scan.runs.clone();
+    slow.extend(mm::stored_runs(pid, &foreign)?);
+    let present = Ranges::from_unsorted(
+        ranges_of(&slow).as_slice().iter().chain(ch.data.intersect(&ours).as_slice()).copied().collect(),
+    );
+    let reuse = ours.intersect(stored).subtract(&ch.written);
+    let plan = assemble(&present, &reuse);
     log::debug!(
         "process {pid}: {} KiB written since the parent, {} pages left to it",
         ch.written.len_bytes() / 1024,
@@ -122,10 +143,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_interleaves_parent_and_present_entries() {
-        let runs = [Run { vaddr: 0x10000, nr_pages: 8 }, Run { vaddr: 0x20000, nr_pages: 2 }];
-        let reuse = Ranges::from_unsorted(vec![(0x11000, 0x13000), (0x20000, 0x30000)]);
-        let p = split(&runs, &reuse);
+    fn assemble_interleaves_parent_and_present_entries() {
+        let present = Ranges::from_unsorted(vec![(0x10000, 0x11000), (0x13000, 0x18000)]);
+        let reuse = Ranges::from_unsorted(vec![(0x11000, 0x13000), (0x20000, 0x22000)]);
+        let p = assemble(&present, &reuse);
         assert_eq!(p.present, vec![Run { vaddr: 0x10000, nr_pages: 1 }, Run { vaddr: 0x13000, nr_pages: 5 }]);
         assert_eq!(p.from_parent, 4);
         let flags: Vec<(u64, u32)> = p.pagemap.iter().map(|e| (e.vaddr, e.flags.unwrap_or(0))).collect();

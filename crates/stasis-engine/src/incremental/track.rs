@@ -71,10 +71,15 @@ pub fn arm(fd: BorrowedFd<'_>, vmas: &[pb::VmaEntry]) -> io::Result<Ranges> {
 
 /// What tracking says about a process since it was armed.
 pub struct Changes {
-    /// Ranges tracked all along (writes there are known).
+    /// Ranges registered with our uffd now (ours since the parent where
+    /// they were registered before this dump).
     pub tracked: Ranges,
     /// Pages written inside `tracked`.
     pub written: Ranges,
+    /// The written pages that hold data to store: without guard regions,
+    /// nor page-cache pages of private file mappings (read, not copied on
+    /// write; the file has them).
+    pub data: Ranges,
 }
 
 /// Reads which pages of `pid` were written since tracking was armed with
@@ -83,10 +88,35 @@ pub fn changes(pid: Pid, fd: BorrowedFd<'_>, vmas: &[pb::VmaEntry], rearm: bool)
     let tracked = register(fd, vmas);
     let pm = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let flags = if rearm { pagemap::SCAN_WP_MATCHING } else { 0 };
-    let mut regions: Vec<Region> = Vec::new();
-    for &(s, e) in tracked.as_slice() {
-        pagemap::scan(pm.as_fd(), s, e, pagemap::PAGE_IS_WRITTEN, flags, &mut regions)?;
+    let (mut written, mut data) = (Vec::new(), Vec::new());
+    let mut guard_known = true;
+    for v in vmas.iter().filter(|v| stores_pages(v)) {
+        if tracked.split(v.start, v.end).iter().any(|&(_, _, inside)| !inside) {
+            continue;
+        }
+        let mut regions: Vec<Region> = Vec::new();
+        let private_file = v.status & vst::FILE_PRIVATE != 0;
+        // Asking for PAGE_IS_FILE costs a folio lookup per page: only where
+        // it matters.
+        let file = if private_file { pagemap::PAGE_IS_FILE } else { 0 };
+        let written_only = pagemap::PAGE_IS_WRITTEN;
+        let reported = file | if guard_known { pagemap::PAGE_IS_GUARD } else { 0 };
+        match pagemap::scan(pm.as_fd(), (v.start, v.end), written_only, reported, flags, &mut regions) {
+            Err(e) if guard_known && e.raw_os_error() == Some(libc::EINVAL) => {
+                // A kernel before guard regions: it cannot have any.
+                guard_known = false;
+                regions.clear();
+                pagemap::scan(pm.as_fd(), (v.start, v.end), written_only, file, flags, &mut regions)?;
+            }
+            r => r?,
+        }
+        for r in regions {
+            written.push((r.start, r.end));
+            let file_page = private_file && r.categories & pagemap::PAGE_IS_FILE != 0;
+            if r.categories & pagemap::PAGE_IS_GUARD == 0 && !file_page {
+                data.push((r.start, r.end));
+            }
+        }
     }
-    let written = Ranges::from_unsorted(regions.iter().map(|r| (r.start, r.end)).collect());
-    Ok(Changes { tracked, written })
+    Ok(Changes { tracked, written: Ranges::from_unsorted(written), data: Ranges::from_unsorted(data) })
 }

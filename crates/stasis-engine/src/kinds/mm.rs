@@ -51,13 +51,6 @@ pub struct Run {
     pub nr_pages: u64,
 }
 
-/// What one process's memory dump produced.
-pub struct MmDump {
-    pub mm: pb::MmEntry,
-    pub runs: Vec<Run>,
-    pub pages_scanned: u64,
-}
-
 fn status_of(v: &SmapsEntry) -> u32 {
     let e = &v.vma;
     match e.kind {
@@ -112,18 +105,29 @@ fn page_wanted(status: u32, pme: u64) -> bool {
     }
 }
 
+/// What [`dump_vmas`] found.
+pub struct VmaScan {
+    pub vmas: Vec<pb::VmaEntry>,
+    /// Stored pages, in address order (not covering `uffd_wp`).
+    pub runs: Vec<Run>,
+    /// Pages looked at.
+    pub scanned: u64,
+    /// VMAs registered for userfaultfd write-protection, left unscanned when
+    /// asked: `(start, end, status)`. An incremental dump reads them with
+    /// `PAGEMAP_SCAN` instead (or [`stored_runs`] when they are not ours).
+    pub uffd_wp: Vec<(u64, u64, u32)>,
+}
+
 /// Collects the VMAs of `pid` (minus `hide`, our scratch area) and the runs
-/// of pages worth storing.
-pub fn dump_vmas(
-    pid: Pid,
-    hide: (u64, u64),
-    files: &mut FileTable,
-) -> Result<(Vec<pb::VmaEntry>, Vec<Run>, u64), DumpError> {
+/// of pages worth storing; with `skip_uffd_wp`, VMAs registered for uffd
+/// write-protection are listed in [`VmaScan::uffd_wp`] instead of scanned.
+pub fn dump_vmas(pid: Pid, hide: (u64, u64), files: &mut FileTable, skip_uffd_wp: bool) -> Result<VmaScan, DumpError> {
     let smaps = proc::read_smaps(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(dump_io(pid, "open pagemap"))?;
     let mut vmas = Vec::with_capacity(smaps.len());
     let mut runs: Vec<Run> = Vec::new();
     let mut scanned = 0u64;
+    let mut uffd_wp = Vec::new();
     let mut pm_buf: Vec<u8> = Vec::new();
     // Our scratch area may have been merged by the kernel into a
     // neighbouring anonymous VMA: cut it out, keep the rest.
@@ -185,25 +189,51 @@ pub fn dump_vmas(
         if status & (vst::ANON_PRIVATE | vst::ANON_SHARED | vst::FILE_PRIVATE) == 0 {
             continue;
         }
-        let npages = (end - start) / PAGE;
-        scanned += npages;
-        pm_buf.resize((npages * 8) as usize, 0);
-        pagemap
-            .read_exact_at(&mut pm_buf, start / PAGE * 8)
-            .map_err(dump_io(pid, format!("read pagemap at {start:#x}")))?;
-        for (i, chunk) in pm_buf.chunks_exact(8).enumerate() {
-            let pme = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if !page_wanted(status, pme) {
-                continue;
-            }
-            let addr = start + i as u64 * PAGE;
-            match runs.last_mut() {
-                Some(r) if r.vaddr + r.nr_pages * PAGE == addr => r.nr_pages += 1,
-                _ => runs.push(Run { vaddr: addr, nr_pages: 1 }),
-            }
+        scanned += (end - start) / PAGE;
+        if skip_uffd_wp && v.flags.uffd_wp {
+            uffd_wp.push((start, end, status));
+            continue;
+        }
+        scan_pagemap(pid, &pagemap, (start, end, status), &mut pm_buf, &mut runs)?;
+    }
+    Ok(VmaScan { vmas, runs, scanned, uffd_wp })
+}
+
+/// Appends the stored pages of one VMA `(start, end, status)` to `runs`,
+/// from `/proc/PID/pagemap`.
+fn scan_pagemap(
+    pid: Pid,
+    pagemap: &std::fs::File,
+    (start, end, status): (u64, u64, u32),
+    pm_buf: &mut Vec<u8>,
+    runs: &mut Vec<Run>,
+) -> Result<(), DumpError> {
+    pm_buf.resize(((end - start) / PAGE * 8) as usize, 0);
+    pagemap.read_exact_at(pm_buf, start / PAGE * 8).map_err(dump_io(pid, format!("read pagemap at {start:#x}")))?;
+    for (i, chunk) in pm_buf.chunks_exact(8).enumerate() {
+        let pme = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if !page_wanted(status, pme) {
+            continue;
+        }
+        let addr = start + i as u64 * PAGE;
+        match runs.last_mut() {
+            Some(r) if r.vaddr + r.nr_pages * PAGE == addr => r.nr_pages += 1,
+            _ => runs.push(Run { vaddr: addr, nr_pages: 1 }),
         }
     }
-    Ok((vmas, runs, scanned))
+    Ok(())
+}
+
+/// The stored pages of VMAs `(start, end, status)` that [`dump_vmas`] left
+/// unscanned, from `/proc/PID/pagemap`.
+pub fn stored_runs(pid: Pid, areas: &[(u64, u64, u32)]) -> Result<Vec<Run>, DumpError> {
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(dump_io(pid, "open pagemap"))?;
+    let mut runs = Vec::new();
+    let mut buf = Vec::new();
+    for &a in areas {
+        scan_pagemap(pid, &pagemap, a, &mut buf, &mut runs)?;
+    }
+    Ok(runs)
 }
 
 /// The mm fields of `/proc/PID/stat` plus brk and auxv.

@@ -109,6 +109,12 @@ pub fn pack(dir: &Path, out: &Path, c: Compression) -> Result<()> {
 /// Unpacks an archive of [`pack`] (or podman's) into `dest`, which must not
 /// exist; it is created (0700) and removed again on any error.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<()> {
+    unpack_images(archive, dest, "checkpoint")
+}
+
+/// [`unpack`] for an archive whose images are in `images/` (podman's
+/// pre-checkpoint archives use `pre-checkpoint/`).
+pub fn unpack_images(archive: &Path, dest: &Path, images: &str) -> Result<()> {
     let what = archive.display().to_string();
     let src = archive::open_decompressed(archive)?;
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -122,11 +128,12 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<()> {
     }
     let result = unpack_into(src, dest, &what).and_then(|()| {
         let is_file = |rel: &str| fs::symlink_metadata(dest.join(rel)).is_ok_and(|m| m.is_file());
-        if is_file("config.dump") && is_file("checkpoint/inventory.img") {
+        if is_file("config.dump") && is_file(&format!("{images}/inventory.img")) {
             Ok(())
         } else {
             Err(RuntimeError::Archive(format!(
-                "{what} is not a checkpoint archive (no config.dump / checkpoint/inventory.img)"
+                "{what} is not a {} archive (no config.dump / {images}/inventory.img)",
+                if images == "checkpoint" { "checkpoint" } else { "pre-checkpoint" }
             )))
         }
     });
