@@ -36,7 +36,9 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
     let _ = writeln!(out, "\nProcesses:");
     let _ = writeln!(out, "{:>8} {:>8} {:>8} {:>8}  {:<8} COMM", "PID", "PPID", "PGID", "SID", "THREADS");
     let mut comms = HashMap::new();
-    for p in &tree {
+    // A pre-dump holds memory only: no cores, no mm, no fds.
+    let pre_dump = tree.iter().all(|p| !img.exists(&crate::magic::file_name::core(p.pid)));
+    for p in tree.iter().filter(|_| !pre_dump) {
         let core = img.read_core(p.pid)?;
         let comm = core.tc.map(|tc| tc.comm).unwrap_or_default();
         comms.insert(p.pid, comm);
@@ -56,6 +58,16 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
     }
 
     let (mut all_pages, mut seen_mm) = (0u64, std::collections::HashSet::new());
+    if pre_dump {
+        let _ = writeln!(out, "\nPre-dump (memory only):");
+        for p in tree.iter().filter(|p| img.exists(&crate::magic::file_name::pagemap(p.pid))) {
+            let (present, parent, _) = count_pages(&img.read_pages_index(p.pid)?);
+            let _ = writeln!(out, "  process {}: {present} pages in image, {parent} in parent", p.pid);
+            all_pages += present;
+        }
+        let _ = writeln!(out, "\nTotal: {all_pages} pages ({} KiB)", all_pages * PAGE_SIZE / 1024);
+        return Ok(out);
+    }
     for p in &tree {
         let ids = img.read_ids(p.pid)?;
         let _ = writeln!(out, "\nProcess {} ({}):", p.pid, comms.get(&p.pid).map_or("?", String::as_str));

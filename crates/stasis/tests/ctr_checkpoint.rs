@@ -29,26 +29,6 @@ fn has_curl() -> bool {
     true
 }
 
-/// HTTP status of a GET (000 when nothing answers).
-fn status(url: &str, netns: Option<&str>) -> String {
-    let mut argv: Vec<&str> = Vec::new();
-    if let Some(ns) = netns {
-        argv.extend(["ip", "netns", "exec", ns]);
-    }
-    argv.extend(["curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", url]);
-    let out = Command::new(argv[0]).args(&argv[1..]).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits until the URL answers 200 (the restored service is reachable).
-fn wait_200(url: &str, netns: Option<&str>) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while status(url, netns) != "200" {
-        assert!(Instant::now() < end, "{url} never answered 200");
-        sleep(Duration::from_millis(50));
-    }
-}
-
 fn bundle(host: &Host, name: &str) -> std::path::PathBuf {
     let id = host.inspect(name)["Id"].as_str().expect("id").to_string();
     host.root.join("containers").join(id).join("checkpoint-bundle")

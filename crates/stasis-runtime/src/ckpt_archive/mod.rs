@@ -193,10 +193,15 @@ fn unpack_entries(src: &mut Tracked<Box<dyn Read>>, dest: &Path, what: &str) -> 
     ar.set_preserve_ownerships(true);
     ar.set_overwrite(true);
     let mut count = 0usize;
+    let mut parent_link = false;
     let buf = &mut vec![0u8; BUF_SIZE];
     for entry in ar.entries().map_err(Stop::Read)? {
         let mut entry = entry.map_err(Stop::Read)?;
         count += 1;
+        if is_parent_link(&entry) {
+            parent_link = true;
+            continue;
+        }
         let (raw, rel) = archive::checked_entry_path(&entry, what).map_err(Stop::Refused)?;
         if rel.as_os_str().is_empty() {
             continue;
@@ -226,7 +231,26 @@ fn unpack_entries(src: &mut Tracked<Box<dyn Read>>, dest: &Path, what: &str) -> 
     if count == 0 {
         return Err(Stop::Read(io::Error::new(io::ErrorKind::InvalidData, "no tar entries")));
     }
+    if parent_link {
+        // Made last, so no entry can be written through it.
+        let link = dest.join(PARENT_LINK);
+        std::os::unix::fs::symlink(PARENT_LINK_TARGET, &link).map_err(|e| Stop::Write(link, e))?;
+    }
     Ok(())
+}
+
+/// The images' link to their pre-checkpoint (`--with-previous`). It leaves
+/// the bundle on purpose, so the general link check would refuse it; only
+/// this exact entry is let through, and the link is made by us.
+const PARENT_LINK: &str = "checkpoint/parent";
+const PARENT_LINK_TARGET: &str = crate::precheckpoint::PARENT_LINK_TARGET;
+
+fn is_parent_link<R: Read>(entry: &tar::Entry<'_, R>) -> bool {
+    let path = entry.path().ok().map(|p| p.to_string_lossy().trim_start_matches("./").to_string());
+    let target = entry.link_name().ok().flatten().map(|t| t.to_string_lossy().into_owned());
+    entry.header().entry_type().is_symlink()
+        && path.as_deref() == Some(PARENT_LINK)
+        && target.as_deref() == Some(PARENT_LINK_TARGET)
 }
 
 /// A `tar` error fit for one line: its messages may quote the bytes of a

@@ -107,6 +107,7 @@ impl Host {
         let f = fixtures();
         match what {
             "busybox" => self.run(&["import", &f.join("busybox.tar").display().to_string(), "busybox"]),
+            "dirtier" => self.run(&["import", &f.join("dirtier.tar").display().to_string(), "dirtier"]),
             _ => self.run(&[
                 "import",
                 &f.join("nginx.tar").display().to_string(),
@@ -225,6 +226,26 @@ pub fn curl(url: &str, netns: Option<&str>) -> String {
         }
         assert!(Instant::now() < end, "curl {url} failed: {}", String::from_utf8_lossy(&out.stderr));
         sleep(Duration::from_millis(200));
+    }
+}
+
+/// HTTP status of a GET (000 when nothing answers).
+pub fn status(url: &str, netns: Option<&str>) -> String {
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", ns]);
+    }
+    argv.extend(["curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", url]);
+    let out = Command::new(argv[0]).args(&argv[1..]).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the URL answers 200 (the restored service is reachable).
+pub fn wait_200(url: &str, netns: Option<&str>) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while status(url, netns) != "200" {
+        assert!(Instant::now() < end, "{url} never answered 200");
+        sleep(Duration::from_millis(50));
     }
 }
 
