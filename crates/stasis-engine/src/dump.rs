@@ -168,28 +168,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         std::fs::write(&path, bytes).map_err(|source| DumpError::Write { path, source })?;
     }
     staging.write_pstree(&dumps.iter().map(|d| vpids.pstree(&d.pstree)).collect::<Vec<_>>())?;
-    staging.write_inventory(&pb::InventoryEntry {
-        img_version: stasis_image::flags::IMG_VERSION,
-        fdinfo_per_id: Some(true),
-        ns_per_id: Some(true),
-        stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
-        ..Default::default()
-    })?;
     stats.frozen_time = frozen_at.elapsed();
     stats.processes = dumps.len();
-    staging.write_dump_stats(&pb::StatsEntry {
-        dump: Some(pb::DumpStatsEntry {
-            freezing_time: stats.freezing_time.as_micros() as u32,
-            frozen_time: stats.frozen_time.as_micros() as u32,
-            memdump_time: stats.memdump_time.as_micros() as u32,
-            memwrite_time: stats.memdump_time.as_micros() as u32,
-            pages_scanned: stats.pages_scanned,
-            pages_skipped_parent: stats.pages_skipped_parent,
-            pages_written: stats.pages_written,
-            ..Default::default()
-        }),
-        restore: None,
-    })?;
+    write_inventory_and_stats(&staging, &stats)?;
     fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
     if proc_ctl::interrupted() {
         return Err(DumpError::Interrupted);
@@ -211,6 +192,32 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     log::debug!("dump {root}: done at {:?}", t0.elapsed());
     stats.total_time = t0.elapsed();
     Ok(stats)
+}
+
+/// Writes `inventory.img` and `stats-dump.img`, the last images of a
+/// dump or pre-dump.
+pub(crate) fn write_inventory_and_stats(staging: &ImageDirWriter, stats: &DumpStats) -> Result<(), DumpError> {
+    staging.write_inventory(&pb::InventoryEntry {
+        img_version: stasis_image::flags::IMG_VERSION,
+        fdinfo_per_id: Some(true),
+        ns_per_id: Some(true),
+        stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
+        ..Default::default()
+    })?;
+    staging.write_dump_stats(&pb::StatsEntry {
+        dump: Some(pb::DumpStatsEntry {
+            freezing_time: stats.freezing_time.as_micros() as u32,
+            frozen_time: stats.frozen_time.as_micros() as u32,
+            memdump_time: stats.memdump_time.as_micros() as u32,
+            memwrite_time: stats.memdump_time.as_micros() as u32,
+            pages_scanned: stats.pages_scanned,
+            pages_skipped_parent: stats.pages_skipped_parent,
+            pages_written: stats.pages_written,
+            ..Default::default()
+        }),
+        restore: None,
+    })?;
+    Ok(())
 }
 
 /// Records that job control had stopped the process (restore stops it again).

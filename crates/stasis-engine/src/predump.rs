@@ -84,28 +84,9 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
         }
     }
     staging.write_pstree(&pstree)?;
-    staging.write_inventory(&pb::InventoryEntry {
-        img_version: stasis_image::flags::IMG_VERSION,
-        fdinfo_per_id: Some(true),
-        ns_per_id: Some(true),
-        stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
-        ..Default::default()
-    })?;
     stats.frozen_time = frozen_at.elapsed();
     stats.processes = pstree.len();
-    staging.write_dump_stats(&pb::StatsEntry {
-        dump: Some(pb::DumpStatsEntry {
-            freezing_time: stats.freezing_time.as_micros() as u32,
-            frozen_time: stats.frozen_time.as_micros() as u32,
-            memdump_time: stats.memdump_time.as_micros() as u32,
-            memwrite_time: stats.memdump_time.as_micros() as u32,
-            pages_scanned: stats.pages_scanned,
-            pages_skipped_parent: stats.pages_skipped_parent,
-            pages_written: stats.pages_written,
-            ..Default::default()
-        }),
-        restore: None,
-    })?;
+    crate::dump::write_inventory_and_stats(&staging, &stats)?;
     crate::fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
     if proc_ctl::interrupted() {
         return Err(DumpError::Interrupted);
