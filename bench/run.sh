@@ -9,7 +9,7 @@
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
 #   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
 #   BENCH_MEM_MIB=1024    size of the memory scenario
-#   BENCH_SCENARIOS="limits counter nginx run memory ctr ctr_tcp"
+#   BENCH_SCENARIOS="limits counter nginx run memory ctr ctr_tcp predump"
 #   BENCH_TOOLS="stasis criu"  (in `ctr` and `ctr_tcp`, criu stands for its peer
 #                         podman + runc + CRIU; "podman" selects that peer alone)
 #   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
@@ -30,7 +30,7 @@ REPO=$(dirname "$BENCH_DIR")
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-1}
 MEM_MIB=${BENCH_MEM_MIB:-1024}
-SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory ctr ctr_tcp}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory ctr ctr_tcp predump}
 TOOLS=${BENCH_TOOLS:-stasis criu}
 TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
 STASIS=${STASIS:-$REPO/target/release/stasis}
@@ -608,9 +608,10 @@ run_ctr() { # TOOL
 ctr_stasis_purge() {
 	local ids id h m
 	[[ -x $STASIS ]] || return 0
-	ids=$({ ctr_cli stasis ps -a --format json 2>/dev/null || true; cat "$LOGS/ctr-stasis.log" "$LOGS/ctr_tcp-stasis.log" 2>/dev/null; } |
+	ids=$({ ctr_cli stasis ps -a --format json 2>/dev/null || true; cat "$LOGS/ctr-stasis.log" "$LOGS/ctr_tcp-stasis.log" "$LOGS/predump-stasis.log" 2>/dev/null; } |
 		grep -oE '[0-9a-f]{64}' | sort -u || true)
 	ctr_cli stasis rm -f web >/dev/null 2>&1 || true
+	ctr_cli stasis rm -f "$PD_NAME" >/dev/null 2>&1 || true
 	for id in $ids; do
 		ctr_cli stasis rm -f "$id" >/dev/null 2>&1 || true
 		if ip link show "vs${id:0:10}" >/dev/null 2>&1; then ip link del "vs${id:0:10}" 2>/dev/null || true; fi
@@ -632,6 +633,8 @@ ctr_podman_purge() {
 	command -v podman >/dev/null || return 0
 	podman rm -f -t 0 "$CTR_PNAME" >/dev/null 2>&1 || true
 	podman rmi -f "$CTR_PIMAGE" >/dev/null 2>&1 || true
+	podman rm -f -t 0 "$PD_PNAME" >/dev/null 2>&1 || true
+	podman rmi -f "$PD_PIMAGE" >/dev/null 2>&1 || true
 	rm -rf "$CTR_CRIU_DIR"
 }
 ctr_cleanup() {
@@ -779,6 +782,190 @@ ctr_tcp_cycles() { # TOOL
 	R[$key]=ok
 }
 
+# ---- scenario: predump (pre-checkpoints and incremental checkpoints): the
+# fixtures' dirtier (MEM_MIB MiB, rewriting PD_RATE thousandths of its pages
+# per second) in the `ctr` store. Every iteration: (a) a full `container
+# checkpoint --print-stats` and `container restore`; (b) `container checkpoint
+# -P --print-stats` (the container goes on, its writes tracked), PD_SLEEP
+# seconds, `container checkpoint --with-previous --print-stats` and `container
+# restore`. After each restore the container checks all its memory on SIGUSR1
+# ("VERIFY OK N pages" required, untimed). Wall times are the commands';
+# frozen times and page counts come from --print-stats. podman's -P is tried
+# once (runc + CRIU via PATH, as in `ctr`) and its error reported.
+# Files: $WORK/pd-KIND.us (KIND: full-frozen full-wall full-restore pre-frozen
+# pre-wall final-frozen final-wall final-restore), $WORK/pd-final-written.pages
+# and pd-final-parent.pages.
+PD_NAME=pd
+PD_RATE=10
+PD_SLEEP=1
+PD_TARGET_MS=50
+PD_PIMAGE=localhost/stasis-bench-dirtier:latest
+PD_PNAME=stasis-bench-pd
+PD_KINDS="full-frozen full-wall full-restore pre-frozen pre-wall final-frozen final-wall final-restore"
+PD_PAGE=$(getconf PAGESIZE)
+PD_PEER="" # one line: what podman's pre-checkpoint did
+PD_PEER_DETAIL="" # the runtime and CRIU it ran with
+
+pd_stats() { # FILE (--print-stats output): "frozen_us pages_written pages_skipped_parent", summed over containers
+	python3 -c '
+import json, sys
+t = open(sys.argv[1]).read()
+s = json.loads(t[t.index("{"):])
+c = [x.get("criu_statistics", {}) for x in s.get("container_statistics", [])]
+if not c:
+    sys.exit(1)
+print(*(sum(int(x.get(k, 0)) for x in c) for k in ("frozen_time", "pages_written", "pages_skipped_parent")))
+' "$1" 2>/dev/null
+}
+pd_log_count() { # REGEX: lines of the container's output that match
+	ctr_cli stasis logs "$PD_NAME" 2>/dev/null | grep -cE "$1" || true
+}
+pd_wait_log() { # REGEX N TIMEOUT_S: until N lines of the container's output match
+	local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
+	until (($(pd_log_count "$1") >= $2)); do
+		((${EPOCHREALTIME/./} < deadline)) || return 1
+		sleep 0.05
+	done
+}
+pd_verify() { # LOG: the container answers SIGUSR1 with VERIFY OK; else prints why
+	local n line
+	n=$(pd_log_count '^VERIFY')
+	if ! ctr_cli stasis kill -s USR1 "$PD_NAME" >>"$1" 2>&1; then echo "kill -s USR1: $(ctr_reason "$1")"; return 1; fi
+	if ! pd_wait_log '^VERIFY' $((n + 1)) 60; then echo "no answer to SIGUSR1 in 60 s"; return 1; fi
+	line=$(ctr_cli stasis logs "$PD_NAME" 2>/dev/null | grep '^VERIFY' | tail -1)
+	echo "--- $line" >>"$1"
+	[[ $line == "VERIFY OK"* ]] || { echo "$line"; return 1; }
+}
+pd_running() { # the container is running (inspect's State.Running)
+	[[ $(ctr_cli stasis inspect "$PD_NAME" 2>/dev/null |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["State"]["Running"])' 2>/dev/null) == True ]]
+}
+pd_stat() { # FILE median|min|max DIVISOR: that value / DIVISOR, 1 decimal ("-" if none)
+	sort -g "$1" | awk -v what="$2" -v d="$3" '{v[NR]=$1} END {
+		if (NR == 0) { print "-"; exit }
+		if (what == "min") x = v[1]
+		else if (what == "max") x = v[NR]
+		else x = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
+		printf "%.1f", x / d }'
+}
+
+run_predump() {
+	local log=$LOGS/predump-stasis.log key=predump_stasis d=$WORK/predump fx=$REPO/target/fixtures/dirtier.tar
+	local i k t0 t1 t2 t3 t4 t5 t6 why full pre fin frozen written parent
+	: >"$log"
+	for k in $PD_KINDS; do : >"$WORK/pd-$k.us"; done
+	: >"$WORK/pd-final-written.pages"; : >"$WORK/pd-final-parent.pages"
+	CTR_STATE[pd_stasis]=$(ctr_state stasis)
+	if [[ -z ${CTR_STATE[pd_stasis]} ]] && ! "$STASIS" container checkpoint --help 2>/dev/null | grep -q -- --with-previous; then
+		CTR_STATE[pd_stasis]="skipped: stasis container checkpoint has no --with-previous"
+	fi
+	if [[ -n ${CTR_STATE[pd_stasis]} ]]; then note "predump: stasis: ${CTR_STATE[pd_stasis]}"; return 0; fi
+	if ! bash "$REPO/tests/fixtures/build-images.sh" >>"$log" 2>&1; then R[$key]="failed: fixtures: see $log"; return 0; fi
+	CTR_USED+=" stasis"
+	ctr_stasis_purge
+	rm -rf "$d"; mkdir -p "$d"
+	note "predump: stasis x $ITERS (dirtier $MEM_MIB MiB, $PD_RATE/1000 of its pages per second)"
+	echo "--- import, run" >>"$log"
+	if ! ctr_cli stasis import "$fx" dirtier >>"$log" 2>&1; then R[$key]="failed: import: $(ctr_reason "$log")"; return 0; fi
+	if ! ctr_cli stasis run -d --name "$PD_NAME" dirtier dirtier "$MEM_MIB" "$PD_RATE" >>"$log" 2>&1; then
+		R[$key]="failed: run: $(ctr_reason "$log")"; ctr_stasis_purge; return 0
+	fi
+	if ! pd_wait_log '^READY' 1 60; then R[$key]="failed: dirtier did not print READY in 60 s"; ctr_stasis_purge; return 0; fi
+	for ((i = 1; i <= WARMUP + ITERS; i++)); do
+		# (a) full checkpoint, restore
+		echo "--- $i: checkpoint --print-stats" >>"$log"
+		t0=${EPOCHREALTIME/./}
+		if ! ctr_cli stasis container checkpoint --print-stats "$PD_NAME" >"$d/full.json" 2>>"$log"; then
+			cat "$d/full.json" >>"$log"; R[$key]="failed: checkpoint: $(ctr_reason "$log")"; break
+		fi
+		t1=${EPOCHREALTIME/./}
+		cat "$d/full.json" >>"$log"
+		if ! full=$(pd_stats "$d/full.json"); then R[$key]="failed: checkpoint --print-stats printed no statistics"; break; fi
+		echo "--- $i: restore" >>"$log"
+		t2=${EPOCHREALTIME/./}
+		if ! ctr_cli stasis container restore "$PD_NAME" >>"$log" 2>&1; then R[$key]="failed: restore (after a full checkpoint): $(ctr_reason "$log")"; break; fi
+		t3=${EPOCHREALTIME/./}
+		if ! why=$(pd_verify "$log"); then R[$key]="failed: iteration $i, after a full checkpoint and restore: $why"; break; fi
+		if ((i > WARMUP)); then
+			echo "${full%% *}" >>"$WORK/pd-full-frozen.us"; echo $((t1 - t0)) >>"$WORK/pd-full-wall.us"
+			echo $((t3 - t2)) >>"$WORK/pd-full-restore.us"
+		fi
+		# (b) pre-checkpoint, PD_SLEEP s of writes, final checkpoint, restore
+		echo "--- $i: checkpoint -P --print-stats" >>"$log"
+		t0=${EPOCHREALTIME/./}
+		if ! ctr_cli stasis container checkpoint -P --print-stats "$PD_NAME" >"$d/pre.json" 2>>"$log"; then
+			cat "$d/pre.json" >>"$log"; R[$key]="failed: checkpoint -P: $(ctr_reason "$log")"; break
+		fi
+		t1=${EPOCHREALTIME/./}
+		cat "$d/pre.json" >>"$log"
+		if ! pre=$(pd_stats "$d/pre.json"); then R[$key]="failed: checkpoint -P --print-stats printed no statistics"; break; fi
+		if ((i == 1)) && ! pd_running; then R[$key]="failed: the container is not running after checkpoint -P"; break; fi
+		sleep "$PD_SLEEP"
+		echo "--- $i: checkpoint --with-previous --print-stats" >>"$log"
+		t4=${EPOCHREALTIME/./}
+		if ! ctr_cli stasis container checkpoint --with-previous --print-stats "$PD_NAME" >"$d/final.json" 2>>"$log"; then
+			cat "$d/final.json" >>"$log"; R[$key]="failed: checkpoint --with-previous: $(ctr_reason "$log")"; break
+		fi
+		t5=${EPOCHREALTIME/./}
+		cat "$d/final.json" >>"$log"
+		if ! fin=$(pd_stats "$d/final.json"); then R[$key]="failed: checkpoint --with-previous --print-stats printed no statistics"; break; fi
+		if ((i == 1)) && pd_running; then R[$key]="failed: the container still runs after checkpoint --with-previous"; break; fi
+		echo "--- $i: restore" >>"$log"
+		t2=${EPOCHREALTIME/./}
+		if ! ctr_cli stasis container restore "$PD_NAME" >>"$log" 2>&1; then R[$key]="failed: restore (after --with-previous): $(ctr_reason "$log")"; break; fi
+		t6=${EPOCHREALTIME/./}
+		if ! why=$(pd_verify "$log"); then R[$key]="failed: iteration $i, after checkpoint -P, --with-previous and restore: $why"; break; fi
+		if ((i > WARMUP)); then
+			echo "${pre%% *}" >>"$WORK/pd-pre-frozen.us"; echo $((t1 - t0)) >>"$WORK/pd-pre-wall.us"
+			read -r frozen written parent <<<"$fin"
+			echo "$frozen" >>"$WORK/pd-final-frozen.us"; echo $((t5 - t4)) >>"$WORK/pd-final-wall.us"
+			echo "$written" >>"$WORK/pd-final-written.pages"; echo "$parent" >>"$WORK/pd-final-parent.pages"
+			echo $((t6 - t2)) >>"$WORK/pd-final-restore.us"
+			read -r _ written _ <<<"$full"
+			R[${key}_full_pages]=$written # for the limit line
+		fi
+	done
+	echo "--- rm" >>"$log"
+	ctr_cli stasis rm -f "$PD_NAME" >>"$log" 2>&1 || true
+	rm -rf "$d"
+	[[ ${R[$key]:-} == failed:* ]] || R[$key]=ok
+	ctr_stasis_purge
+}
+
+# The peer: podman's `container checkpoint -P`, once, on the same workload.
+run_predump_peer() {
+	local log=$LOGS/predump-podman.log fx=$REPO/target/fixtures/dirtier.tar line feat
+	: >"$log"
+	CTR_STATE[pd_podman]=$(ctr_state podman)
+	if [[ -n ${CTR_STATE[pd_podman]} ]]; then PD_PEER="${CTR_STATE[pd_podman]}"; return 0; fi
+	if ! bash "$REPO/tests/fixtures/build-images.sh" >>"$log" 2>&1; then PD_PEER="failed: fixtures: see $log"; return 0; fi
+	CTR_USED+=" podman"
+	mkdir -p "$CTR_CRIU_DIR"
+	ln -sfn "$CRIU" "$CTR_CRIU_DIR/criu"
+	CTR_PODMAN_VERSION=$(podman --version | awk '{print $3}')
+	PD_PEER_DETAIL="--runtime runc ($(runc --version | awk 'NR==1{print $3}')), CRIU $(PATH="$CTR_CRIU_DIR:$PATH" criu --version | awk '/^Version/{print $2}') ($CRIU, first in PATH)"
+	note "predump: podman $CTR_PODMAN_VERSION: container checkpoint -P, once"
+	podman rm -f -t 0 "$PD_PNAME" >/dev/null 2>&1 || true
+	echo "--- import, run" >>"$log"
+	if ! podman import --change 'CMD ["/bin/dirtier"]' "$fx" "$PD_PIMAGE" >>"$log" 2>&1; then PD_PEER="import fails: $(ctr_reason "$log")"; return 0; fi
+	if ! ctr_cli podman run -d --name "$PD_PNAME" "${CTR_PODMAN_RUN[@]}" "$PD_PIMAGE" /bin/dirtier "$MEM_MIB" "$PD_RATE" >>"$log" 2>&1; then
+		PD_PEER="run fails: $(ctr_reason "$log")"; ctr_podman_purge; return 0
+	fi
+	for _ in $(seq 600); do podman logs "$PD_PNAME" 2>/dev/null | grep -q '^READY' && break; sleep 0.1; done
+	echo "--- checkpoint -P" >>"$log"
+	if ctr_cli podman container checkpoint -P "$PD_PNAME" >>"$log" 2>&1; then
+		PD_PEER="\`podman container checkpoint -P\` succeeds (not timed here)"
+	else
+		# runc refuses before CRIU runs: its message, else the last line.
+		line=$(grep -o 'level=error msg="[^"]*"' "$log" | tail -1 | sed 's/^level=error msg=//' || true)
+		[[ -n $line ]] || line=$(ctr_reason "$log")
+		feat=$("$CRIU" check --feature mem_dirty_track 2>&1 | grep -i 'dirty' | tail -1 | sed 's/^[A-Za-z]* *([^)]*): //' || true)
+		PD_PEER="\`podman container checkpoint -P\` fails: $line${feat:+ (\`criu check --feature mem_dirty_track\`: $feat)}"
+	fi
+	echo "--- $PD_PEER" >>"$log"
+	ctr_podman_purge
+}
+
 # ---- run
 start=${EPOCHREALTIME/./}
 [[ " $SCENARIOS " == *" run "* && -z $STASIS_STATE ]] && run_containers
@@ -793,6 +980,7 @@ for tool in stasis criu; do
 done
 if [[ " $SCENARIOS " == *" ctr "* ]]; then run_ctr stasis; run_ctr podman; fi
 if [[ " $SCENARIOS " == *" ctr_tcp "* ]]; then run_ctr_tcp stasis; run_ctr_tcp podman; fi
+if [[ " $SCENARIOS " == *" predump "* ]]; then run_predump; run_predump_peer; fi
 elapsed=$(((${EPOCHREALTIME/./} - start) / 1000000))
 
 # ---- report
@@ -820,6 +1008,15 @@ ctr_tcp_cell() { # TOOL none|conn checkpoint|restore median|min: a figure, or wh
 	if [[ ${R[$key]:-} == failed:* || ${R[${key}_$2]:-} == failed:* ]]; then echo "fails"; return; fi
 	if [[ ${R[$key]:-} != ok ]]; then echo ""; return; fi
 	stat_ms "$WORK/ctr_tcp-$1-$2-$3.us" "$4"
+}
+pd_cell() { # KIND median|min: a figure (ms, or MiB for final-written/final-parent), or why there is none
+	local st=${CTR_STATE[pd_stasis]-"not run"}
+	if [[ -n $st ]]; then echo "${st%%:*}"; return; fi
+	if [[ ${R[predump_stasis]:-} != ok ]]; then echo "${R[predump_stasis]:+failed}"; return; fi
+	case $1 in
+	final-written | final-parent) pd_stat "$WORK/pd-$1.pages" "$2" $((1048576 / PD_PAGE)) ;;
+	*) pd_stat "$WORK/pd-$1.us" "$2" 1000 ;;
+	esac
 }
 cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal/{printf "%.0f", $2/1048576}' /proc/meminfo)
@@ -991,6 +1188,50 @@ L() { printf '%s\n' "$*"; }
 			case $v in _none) w=" without connections" ;; _conn) w=" with $CTR_TCP_N connections" ;; *) w="" ;; esac
 			L "- podman$w fails: ${st#failed: }"
 		done
+		L ""
+	fi
+	if [[ " $SCENARIOS " == *" predump "* ]]; then
+		L "### Pre-checkpoint and incremental checkpoint: \`dirtier $MEM_MIB $PD_RATE\` ($MEM_MIB MiB, $(awk -v r="$PD_RATE" 'BEGIN{printf "%g", r/10}')% of its pages rewritten per second), ms"
+		L ""
+		t=disk; [[ $(stat -f -c %T "$WORK") == tmpfs ]] && t=tmpfs
+		L "Every iteration, in the bench's store under $WORK, $(target_label "$t"): a full \`container checkpoint --print-stats\` and \`container restore\`; then \`container checkpoint -P --print-stats\` (the container goes on writing), $PD_SLEEP s, \`container checkpoint --with-previous --print-stats\` (the container stops) and \`container restore\`. After each restore the container checks every page on SIGUSR1 (\`VERIFY OK\`, checked, untimed). Wall times are the commands'; frozen times and pages are \`frozen_time\`, \`pages_written\` and \`pages_skipped_parent\` from \`--print-stats\`."
+		L ""
+		L "| | stasis median | stasis min | target |"
+		L "|---|---:|---:|---|"
+		for k in full-frozen full-wall full-restore pre-frozen pre-wall final-frozen final-wall final-restore final-written final-parent; do
+			tgt=""
+			case $k in
+			full-frozen) lbl="full checkpoint: frozen" ;;
+			full-wall) lbl="full checkpoint: wall" ;;
+			full-restore) lbl="restore after the full checkpoint: wall" ;;
+			pre-frozen) lbl="pre-checkpoint (-P): frozen" ;;
+			pre-wall) lbl="pre-checkpoint (-P): wall" ;;
+			final-frozen) lbl="final checkpoint (--with-previous): frozen"; tgt="≤ $PD_TARGET_MS" ;;
+			final-wall) lbl="final checkpoint (--with-previous): wall" ;;
+			final-restore) lbl="restore after the final checkpoint (parent chain): wall" ;;
+			final-written) lbl="final dump: MiB written" ;;
+			final-parent) lbl="final dump: MiB left to the parent (pre-checkpoint)" ;;
+			esac
+			L "| $lbl | $(pd_cell "$k" median) | $(pd_cell "$k" min) | $tgt |"
+		done
+		L ""
+		v=$(pd_cell final-frozen median)
+		if [[ $v =~ ^[0-9.]+$ ]]; then
+			met=$(awk -v v="$v" -v t="$PD_TARGET_MS" 'BEGIN{print (v <= t) ? "met" : "not met"}')
+			L "- Target: final dump's frozen time ≤ $PD_TARGET_MS ms: **$met** (median $v ms, max $(pd_cell final-frozen max) ms over $ITERS iterations)"
+		else
+			L "- Target: final dump's frozen time ≤ $PD_TARGET_MS ms: not measured (${v:-no result})"
+		fi
+		# The limit, when the `limits` scenario ran: one thread reading the
+		# memory and writing it to the store's file system.
+		if [[ -n ${R[lim_readv]:-} && -n ${R[lim_write_$t]:-} && -n ${R[predump_stasis_full_pages]:-} && $v =~ ^[0-9.]+$ ]]; then
+			bw=$(awk -v a="${R[lim_readv]}" -v b="${R[lim_write_$t]}" 'BEGIN{printf "%.2f", 1/(1/a+1/b)}')
+			L "- Limit (\`limits\` above): process_vm_readv then write(2) to $(target_label "$t"), one thread, $bw GB/s: the full dump's $(awk -v p="${R[predump_stasis_full_pages]}" -v s="$PD_PAGE" 'BEGIN{printf "%.0f", p*s/1048576}') MiB take ≥ $(awk -v p="${R[predump_stasis_full_pages]}" -v s="$PD_PAGE" -v g="$bw" 'BEGIN{printf "%.0f", p*s/(g*1e9)*1000}') ms, the final dump's $(pd_cell final-written median) MiB ≥ $(awk -v m="$(pd_cell final-written median)" -v g="$bw" 'BEGIN{printf "%.1f", m*1048576/(g*1e9)*1000}') ms"
+		fi
+		if [[ -n $PD_PEER ]]; then
+			L "- podman${CTR_PODMAN_VERSION:+ $CTR_PODMAN_VERSION}${PD_PEER_DETAIL:+ ($PD_PEER_DETAIL)}: $PD_PEER"
+		fi
+		[[ -z ${CTR_STATE[pd_stasis]:-} ]] || L "- stasis: ${CTR_STATE[pd_stasis]}"
 		L ""
 	fi
 	if [[ " $SCENARIOS " == *" memory "* ]]; then

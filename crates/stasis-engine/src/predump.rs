@@ -1,9 +1,10 @@
 //! Pre-dump: store a tree's memory while it keeps running, and start
 //! tracking its writes so the next dump stores only what changed.
 //!
-//! The tree is frozen only while each process's memory is write-protected
-//! and copied; nothing else is dumped (CRIU's pre-dump writes the same:
-//! pstree, pagemaps, pages, stats). Given `prev_images`, a pre-dump is
+//! The tree is frozen only while each process's memory map is read and its
+//! write tracking armed; its pages are copied after it runs again. Nothing
+//! else is dumped (CRIU's pre-dump writes the same: pstree, pagemaps,
+//! pages, stats). Given `prev_images`, a pre-dump is
 //! itself incremental and takes the tracking over from its parent. After
 //! the commit the tree is thawed and a [`holder`] keeps the tracking.
 
@@ -38,7 +39,8 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
     let mut stats = DumpStats { freezing_time: frozen.freezing_time, ..Default::default() };
     crate::fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
 
-    let mut tracked = Vec::new();
+    // Frozen: the memory map, what to store, and write tracking armed.
+    let mut todo = Vec::new();
     let mut pstree = Vec::new();
     for p in &frozen.processes {
         if proc_ctl::interrupted() {
@@ -51,7 +53,6 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
             continue; // a zombie has no memory
         }
         let vpid = vpids.of(pid);
-        let mem_t = Instant::now();
         let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
         let scratch = session.scratch;
         let scan = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), &mut FileTable::default(), parent.is_some())?;
@@ -63,7 +64,24 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
             Some(fd) => Some(fd),
             None => start_tracking(pid, &session, &scan.vmas)?,
         };
-        let scanned = scan.scanned;
+        session.close().map_err(dump_io(pid, "remove scratch memory"))?;
+        stats.pages_scanned += scan.scanned;
+        stats.pages_skipped_parent += plan.from_parent;
+        stats.threads += p.threads.len();
+        todo.push((pid, vpid, plan, uffd));
+    }
+    crate::fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
+    // Running again: the pages are copied from the live tree. A page it
+    // writes meanwhile is marked written and stored again by the next dump,
+    // so a torn copy here is never used; one it unmaps reads as zeros.
+    frozen.release();
+    stats.frozen_time = frozen_at.elapsed();
+    let mem_t = Instant::now();
+    let mut tracked = Vec::new();
+    for (pid, vpid, plan, uffd) in todo {
+        if proc_ctl::interrupted() {
+            return Err(DumpError::Interrupted);
+        }
         let path = staging.file(&stasis_image::magic::file_name::pages(vpid as u32));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -71,20 +89,15 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
             .create_new(true)
             .open(&path)
             .map_err(|source| DumpError::Write { path: path.clone(), source })?;
-        let written = pages::dump_pages(pid, &plan.present, &file)?;
-        session.close().map_err(dump_io(pid, "remove scratch memory"))?;
+        let written = pages::dump_pages_running(pid, &plan.present, &file)?;
         staging.write_pagemap(vpid as u32, &pb::PagemapHead { pages_id: vpid as u32 }, &plan.pagemap)?;
-        stats.memdump_time += mem_t.elapsed();
-        stats.pages_scanned += scanned;
         stats.pages_written += written / mm::PAGE;
-        stats.pages_skipped_parent += plan.from_parent;
-        stats.threads += p.threads.len();
         if let Some(uffd) = uffd {
             tracked.push(Tracked { vpid, pid, uffd });
         }
     }
+    stats.memdump_time = mem_t.elapsed();
     staging.write_pstree(&pstree)?;
-    stats.frozen_time = frozen_at.elapsed();
     stats.processes = pstree.len();
     crate::dump::write_inventory_and_stats(&staging, &stats)?;
     crate::fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
@@ -92,7 +105,6 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
         return Err(DumpError::Interrupted);
     }
     let dir = staging.commit()?;
-    frozen.release();
     // The parent's holder goes only once ours runs: until then our copies
     // of the uffds keep the tracking alive.
     let started = holder::start(exe, &tracked, &dir);

@@ -39,12 +39,18 @@ pub fn start(exe: &Path, tracked: &[Tracked], images: &Path) -> Result<(), DumpE
     let mut pidfds = Vec::with_capacity(tracked.len());
     let mut args = Vec::with_capacity(tracked.len() + 1);
     args.push("track-holder".to_string());
+    let mut held = Vec::with_capacity(tracked.len());
     for t in tracked {
-        let pidfd = sysfd::pidfd_open(t.pid).map_err(dump_io(t.pid, "open a pidfd for the tracker"))?;
+        let pidfd = match sysfd::pidfd_open(t.pid) {
+            // It exited since its pages were copied: nothing to track.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            r => r.map_err(dump_io(t.pid, "open a pidfd for the tracker"))?,
+        };
         sysfd::set_inheritable(pidfd.as_fd()).map_err(dump_io(t.pid, "pass the pidfd to the tracker"))?;
         sysfd::set_inheritable(t.uffd.as_fd()).map_err(dump_io(t.pid, "pass the userfaultfd to the tracker"))?;
         args.push(format!("{}:{}", t.uffd.as_raw_fd(), pidfd.as_raw_fd()));
         pidfds.push(pidfd);
+        held.push(t);
     }
     let child = {
         use std::os::unix::process::CommandExt;
@@ -63,7 +69,7 @@ pub fn start(exe: &Path, tracked: &[Tracked], images: &Path) -> Result<(), DumpE
     let pid = child.id() as Pid;
     let start_time = crate::proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?.start_time;
     let mut text = format!("# the process holding this pre-dump's write tracking\nholder {pid} {start_time}\n");
-    for t in tracked {
+    for t in held {
         text.push_str(&format!("track {} {}\n", t.vpid, t.uffd.as_raw_fd()));
     }
     let path = images.join(TRACKER_FILE);

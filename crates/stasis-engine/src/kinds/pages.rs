@@ -64,6 +64,31 @@ fn workers() -> usize {
 /// `process_vm_readv` fill a shared mapping of the file was slower here:
 /// a page fault per 4 KiB page of page cache.)
 pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError> {
+    copy_pages(pid, runs, file, false)
+}
+
+/// [`dump_pages`] from a process that runs (a pre-dump after arming write
+/// tracking): pages it unmapped meanwhile are stored as zeros instead of
+/// failing the dump; its tracking makes the next dump store them again.
+pub fn dump_pages_running(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError> {
+    copy_pages(pid, runs, file, true)
+}
+
+/// Reads `ranges` page by page after a batch failed: what cannot be read
+/// any more is left as zeros.
+fn read_what_is_left(pid: Pid, ranges: &[RemoteRange], buf: &mut [u8]) {
+    buf.fill(0);
+    let mut off = 0usize;
+    for r in ranges {
+        for page in (0..r.len).step_by(PAGE as usize) {
+            let n = (PAGE as usize).min(r.len - page);
+            let _ = vm::read(pid, r.addr + page as u64, &mut buf[off + page..off + page + n]);
+        }
+        off += r.len;
+    }
+}
+
+fn copy_pages(pid: Pid, runs: &[Run], file: &File, running: bool) -> Result<u64, DumpError> {
     let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
     if total == 0 {
         return Ok(0);
@@ -89,7 +114,10 @@ pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError>
                         if proc_ctl::interrupted() {
                             return Err(DumpError::Interrupted);
                         }
-                        vm::read_ranges(pid, &ranges, &mut buf[..len]).map_err(dump_io(pid, "read memory"))?;
+                        match vm::read_ranges(pid, &ranges, &mut buf[..len]) {
+                            Err(_) if running => read_what_is_left(pid, &ranges, &mut buf[..len]),
+                            r => r.map_err(dump_io(pid, "read memory"))?,
+                        }
                         file.write_all_at(&buf[..len], off).map_err(dump_io(pid, "write pages"))?;
                     }
                     Ok(())
