@@ -61,16 +61,17 @@ fn wait_log(host: &Host, name: &str, want: &str, count: usize) -> String {
 }
 
 /// Asks dirtier to check its memory; expects the `nth` VERIFY OK.
-fn verify(host: &Host, name: &str, nth: usize) {
+fn verify(host: &Host, name: &str, pages: u64, nth: usize) {
     host.run(&["kill", "-s", "USR1", name]);
-    wait_log(host, name, "VERIFY OK 65536 pages", nth);
+    wait_log(host, name, &format!("VERIFY OK {pages} pages"), nth);
 }
 
+/// The acceptance: 1 GiB, 1% rewritten per second.
 #[test]
 fn precheckpoint_then_with_previous_in_place() {
     let Some(host) = Host::new("preckpt-inplace") else { return };
     host.import("dirtier");
-    host.run(&["run", "-d", "--name", "d", "dirtier", "dirtier", "256", "10"]);
+    host.run(&["run", "-d", "--name", "d", "dirtier", "dirtier", "1024", "10"]);
     wait_log(&host, "d", "READY", 1);
     let dir = ctr_dir(&host, "d");
     let pre = dir.join("pre-checkpoint");
@@ -85,7 +86,7 @@ fn precheckpoint_then_with_previous_in_place() {
     assert!(alive(holder));
     assert_eq!(host.ps_one("d")["State"], "running", "-P leaves the container running");
     let pre_pages = full["pages_written"].as_u64().unwrap();
-    assert!(pre_pages >= 65536, "the pre-checkpoint holds the 256 MiB: {full}");
+    assert!(pre_pages >= 262144, "the pre-checkpoint holds the 1 GiB: {full}");
     // crit reads a pre-dump's pagemap (its `x ps` wants cores, which a
     // pre-dump, CRIU's too, does not have).
     let out = Command::new("crit").arg("show").arg(pre.join("pagemap-1.img")).output().expect("crit");
@@ -107,7 +108,7 @@ fn precheckpoint_then_with_previous_in_place() {
     assert!(pagemap.contains("PE_PARENT") && pagemap.contains("PE_PRESENT"), "{pagemap}");
 
     host.run(&["container", "restore", "d"]);
-    verify(&host, "d", 1);
+    verify(&host, "d", 262144, 1);
     assert!(!pre.exists(), "the pre-checkpoint went with the checkpoint it served");
 
     // Tracking ends with the container.
