@@ -53,6 +53,7 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
             continue; // a zombie has no memory
         }
         let vpid = vpids.of(pid);
+        track::refuse_own_uffd(pid)?;
         let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
         let scratch = session.scratch;
         let scan = mm::dump_vmas(pid, (scratch, scratch + SCRATCH_LEN), &mut FileTable::default(), parent.is_some())?;

@@ -74,7 +74,7 @@ fn fd_ghost() {
 
 /// Dumping a process holding an fd of kind `mode` is refused with one line
 /// naming the pid, the fd and the kind; the process runs on, not stopped.
-fn refused(mode: &str, kind: &str) {
+fn refused(mode: &str, kind: &str, pre_dump_too: bool) {
     let Some(h) = common::start(&format!("fd_unsupported_{mode}")) else { return };
     let log = h.path("out.log");
     let argv = [common::prog("fd_unsupported").into_os_string(), mode.into()];
@@ -87,11 +87,18 @@ fn refused(mode: &str, kind: &str) {
         return;
     }
     let images = h.path("images");
-    let out = common::try_dump(pid, &images, false);
-    out.assert_one_line_error(&format!("dump with an {mode} fd"));
-    let line = out.stderr.trim();
-    assert!(line.contains(&pid.to_string()) && line.contains(kind) && line.contains("fd "), "{line}");
-    assert!(!images.exists(), "a refused dump left {}", images.display());
+    let mut tries = vec![common::try_dump(pid, &images, false)];
+    if pre_dump_too {
+        let mut argv = common::dump_args(pid, &images, false);
+        argv.push("--pre-dump".into());
+        tries.push(common::run_stasis(&argv, Duration::from_secs(60)));
+    }
+    for out in tries {
+        out.assert_one_line_error(&format!("dump with an {mode} fd"));
+        let line = out.stderr.trim();
+        assert!(line.contains(&pid.to_string()) && line.contains(kind) && line.contains("fd "), "{line}");
+        assert!(!images.exists(), "a refused dump left {}", images.display());
+    }
     assert!(common::alive(pid) && !common::stopped(pid), "process {pid} is gone or stopped after a refused dump");
     common::send(pid, rustix::process::Signal::USR1);
     common::expect_pass(&log, CHECK);
@@ -100,12 +107,19 @@ fn refused(mode: &str, kind: &str) {
 
 #[test]
 fn refuses_io_uring() {
-    refused("io_uring", "io_uring");
+    refused("io_uring", "io_uring", false);
 }
 
 #[test]
 fn refuses_perf_event() {
-    refused("perf", "perf_event");
+    refused("perf", "perf_event", false);
+}
+
+/// A program using userfaultfd itself: dumps refuse its fd, and pre-dumps
+/// refuse it (its areas and ours would clash).
+#[test]
+fn refuses_userfaultfd() {
+    refused("userfaultfd", "userfaultfd", true);
 }
 
 #[test]

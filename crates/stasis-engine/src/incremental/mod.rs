@@ -12,7 +12,13 @@
 //! - the parent stored it (PRESENT, or PARENT further up the chain);
 //! - its VMA was tracked from the parent's dump to now, with our uffd;
 //! - the kernel says it was not written since.
+//!
+//! Where tracking cannot say (an area the program registered with its own
+//! uffd, an area mapped since, tracking lost), pages the parent holds are
+//! compared byte for byte and left to it when equal ([`compare`]). A
+//! process that holds a userfaultfd itself is refused by pre-dumps.
 
+pub mod compare;
 pub mod holder;
 pub mod parent;
 pub mod ranges;
@@ -83,33 +89,49 @@ pub fn plan_against_parent(
     rearm: bool,
 ) -> Result<(PagePlan, Option<OwnedFd>), DumpError> {
     let uffd_wp = Ranges::from_unsorted(scan.uffd_wp.iter().map(|&(s, e, _)| (s, e)).collect());
-    let (Some(stored), Some(uffd)) = (parent.stored(vpid), parent.uffd(vpid)) else {
-        log::debug!("process {pid}: not tracked since the parent images; storing every page");
+    let Some(stored) = parent.stored(vpid) else {
+        log::debug!("process {pid}: not in the parent images; storing every page");
         let mut runs = scan.runs.clone();
         runs.extend(mm::stored_runs(pid, &scan.uffd_wp)?);
         return Ok((full(&runs), None));
     };
-    let t = std::time::Instant::now();
-    let ch = track::changes(pid, uffd.as_fd(), &scan.vmas, rearm).map_err(dump_io(pid, "read tracked writes"))?;
-    log::debug!("process {pid}: tracked writes read in {:?}", t.elapsed());
+    let uffd = parent.uffd(vpid);
+    let ch = match &uffd {
+        Some(fd) => track::changes(pid, fd.as_fd(), &scan.vmas, rearm).map_err(dump_io(pid, "read tracked writes"))?,
+        None => track::Changes::default(),
+    };
     let ours = uffd_wp.intersect(&ch.tracked);
     // Registered for write-protection by someone else (the program's own
-    // uffd): scanned the slow way, nothing reused.
+    // uffd), or tracking lost: scanned the slow way.
     let foreign: Vec<(u64, u64, u32)> =
         scan.uffd_wp.iter().copied().filter(|&(s, e, _)| ours.split(s, e).iter().any(|p| !p.2)).collect();
     let mut slow = scan.runs.clone();
     slow.extend(mm::stored_runs(pid, &foreign)?);
-    let present = Ranges::from_unsorted(
+    let mut present = Ranges::from_unsorted(
         ranges_of(&slow).as_slice().iter().chain(ch.data.intersect(&ours).as_slice()).copied().collect(),
     );
-    let reuse = ours.intersect(stored).subtract(&ch.written);
+    let mut reuse = ours.intersect(stored).subtract(&ch.written);
+    // Where tracking cannot say, the bytes can.
+    let unknown = present.subtract(&ours).intersect(stored);
+    if !unknown.is_empty() {
+        if let Some(pages) = parent.pages(vpid) {
+            let same = compare::same_as_parent(pid, &unknown, &pages);
+            log::debug!(
+                "process {pid}: {} of {} untracked KiB equal to the parent's",
+                same.len_bytes() / 1024,
+                unknown.len_bytes() / 1024
+            );
+            present = present.subtract(&same);
+            reuse = Ranges::from_unsorted(reuse.as_slice().iter().chain(same.as_slice()).copied().collect());
+        }
+    }
     let plan = assemble(&present, &reuse);
     log::debug!(
         "process {pid}: {} KiB written since the parent, {} pages left to it",
         ch.written.len_bytes() / 1024,
         plan.from_parent
     );
-    Ok((plan, Some(uffd)))
+    Ok((plan, uffd))
 }
 
 /// The `parent` link of image set `images` (not created yet) to `parent`:

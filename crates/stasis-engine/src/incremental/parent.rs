@@ -5,6 +5,7 @@ use super::holder::Holder;
 use super::ranges::Ranges;
 use crate::error::DumpError;
 use crate::kinds::mm::PAGE;
+use crate::restore::page_chain::{self, ProcessPages};
 use stasis_image::flags::pe;
 use stasis_image::pages::{entry_flags, entry_nr_pages};
 use stasis_image::ImageDir;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 pub struct ParentImages {
     pub dir: PathBuf,
+    /// The parent and its own parents, for reading their pages.
+    chain: Vec<ImageDir>,
     stored: HashMap<Pid, Ranges>,
     holder: Option<Holder>,
 }
@@ -40,14 +43,29 @@ impl ParentImages {
         }
         let holder = Holder::find(dir);
         if holder.is_none() {
-            log::warn!("{}: its write tracking is gone; every page is stored again", dir.display());
+            log::warn!("{}: its write tracking is gone; pages are compared with it instead", dir.display());
         }
-        Ok(ParentImages { dir: dir.to_path_buf(), stored, holder })
+        let chain = page_chain::chain(&img).map_err(|e| DumpError::Unsupported {
+            pid: 0,
+            what: format!("the parent images {}: {e}", dir.display()),
+        })?;
+        Ok(ParentImages { dir: dir.to_path_buf(), chain, stored, holder })
     }
 
     /// Addresses whose pages process `vpid` stored in the parent chain.
     pub fn stored(&self, vpid: Pid) -> Option<&Ranges> {
         self.stored.get(&vpid)
+    }
+
+    /// Where the parent chain keeps each page of process `vpid`.
+    pub fn pages(&self, vpid: Pid) -> Option<ProcessPages> {
+        match page_chain::resolve(&self.chain, vpid as u32) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("process {vpid}: parent pages unreadable: {e}");
+                None
+            }
+        }
     }
 
     /// A copy of the uffd tracking process `vpid` since the parent dump.

@@ -47,6 +47,24 @@ pub fn new_uffd(pid: Pid, call: &mut ThreadCall) -> io::Result<Option<OwnedFd>> 
     }
 }
 
+/// Refuses a process that holds a userfaultfd: its ranges may be ours to
+/// track or its own, and a dump refuses the fd anyway.
+pub fn refuse_own_uffd(pid: Pid) -> Result<(), crate::error::DumpError> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(crate::error::dump_io(pid, "list fds"))?;
+    for e in entries.flatten() {
+        let fd: i32 = e.file_name().to_string_lossy().parse().unwrap_or(-1);
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[userfaultfd]") {
+            return Err(crate::error::DumpError::UnsupportedFd {
+                pid,
+                fd,
+                kind: "a userfaultfd (pre-dumps track writes with userfaultfd themselves)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Registers `vmas` with `fd` in WP mode: the ranges that are ours now.
 fn register(fd: BorrowedFd<'_>, vmas: &[pb::VmaEntry]) -> Ranges {
     let mut ok = Vec::new();
@@ -69,7 +87,9 @@ pub fn arm(fd: BorrowedFd<'_>, vmas: &[pb::VmaEntry]) -> io::Result<Ranges> {
     Ok(tracked)
 }
 
-/// What tracking says about a process since it was armed.
+/// What tracking says about a process since it was armed (nothing, by
+/// default: no tracking).
+#[derive(Default)]
 pub struct Changes {
     /// Ranges registered with our uffd now (ours since the parent where
     /// they were registered before this dump).
