@@ -35,6 +35,8 @@ pub enum DumpError {
     Unsupported { pid: Pid, what: String },
     #[error("writing images: {0}")]
     Image(#[from] ImageError),
+    #[error("the previous images {dir}: {source}")]
+    Parent { dir: PathBuf, source: ImageError },
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("interrupted: the tree was left running and no images were kept")]

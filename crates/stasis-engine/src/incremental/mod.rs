@@ -101,6 +101,17 @@ pub fn plan_against_parent(
         None => track::Changes::default(),
     };
     let ours = uffd_wp.intersect(&ch.tracked);
+    // Areas registered with our uffd only now (their tracking was lost since
+    // the parent: mremap unregisters whatever VMA it merged the moved one
+    // into) may keep uffd-wp bits on PTEs that writes made writable again,
+    // which later writes never clear. A pre-dump that tracks them from here
+    // on protects them whole, as `track::arm` does.
+    if let (true, Some(fd)) = (rearm, &uffd) {
+        for &(s, e) in ch.tracked.subtract(&uffd_wp).as_slice() {
+            stasis_sys::uffd::writeprotect(fd.as_fd(), s, e - s, true)
+                .map_err(dump_io(pid, "write-protect memory for tracking"))?;
+        }
+    }
     // Registered for write-protection by someone else (the program's own
     // uffd), or tracking lost: scanned the slow way.
     let foreign: Vec<(u64, u64, u32)> =

@@ -25,15 +25,16 @@ pub struct ParentImages {
 impl ParentImages {
     /// Reads the image set in `dir` (a pre-dump or a full dump).
     pub fn open(dir: &Path) -> Result<ParentImages, DumpError> {
-        let img = ImageDir::open(dir)?;
-        img.read_inventory()?;
+        let bad = |source| DumpError::Parent { dir: dir.to_path_buf(), source };
+        let img = ImageDir::open(dir).map_err(bad)?;
+        img.read_inventory().map_err(bad)?;
         let mut stored = HashMap::new();
-        for e in img.read_pstree()? {
+        for e in img.read_pstree().map_err(bad)? {
             let pid = e.pid;
             if !img.exists(&stasis_image::magic::file_name::pagemap(pid)) {
                 continue;
             }
-            let (_, entries) = img.read_pagemap(pid)?;
+            let (_, entries) = img.read_pagemap(pid).map_err(bad)?;
             let ranges = entries
                 .iter()
                 .filter(|p| entry_flags(p) & (pe::PRESENT | pe::PARENT) != 0)

@@ -58,7 +58,17 @@ fn invalid(dir: &Path, what: String) -> RestoreError {
 /// The image sets of the chain starting at `img` (itself first).
 pub fn chain(img: &ImageDir) -> Result<Vec<ImageDir>, RestoreError> {
     let mut out = vec![img.clone()];
-    while let Some(p) = out.last().map(|d| d.parent()).transpose()?.flatten() {
+    let parent_of = |d: &ImageDir| {
+        d.parent().map_err(|e| {
+            let target = std::fs::read_link(d.file(stasis_image::PARENT_LINK)).unwrap_or_default();
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            invalid(
+                d.path(),
+                format!("its parent images (link parent -> {}) cannot be read: {e}{cause}", target.display()),
+            )
+        })
+    };
+    while let Some(p) = out.last().map(parent_of).transpose()?.flatten() {
         if out.len() == MAX_DEPTH {
             return Err(invalid(img.path(), format!("the chain of parent images is deeper than {MAX_DEPTH}")));
         }
