@@ -85,6 +85,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     let staging = ImageDirWriter::create(images)?;
     if let Some(p) = &parent {
         staging.link_parent(&incremental::parent_link(staging.final_path(), &p.dir)?)?;
+        incremental::prewarm::prepare(&staging, &p.tracked());
     }
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
     let mut frozen = Frozen::freeze_tree(root, opts.cgroup.as_deref())?;
@@ -339,14 +340,18 @@ fn dump_process(
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
     let pages_path = staging.file(&stasis_image::magic::file_name::pages(vpids.of(pid) as u32));
+    // It may exist already, prepared with zeros (`incremental::prewarm`):
+    // overwritten, then trimmed to what was written.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .open(&pages_path)
         .map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
     log::debug!("process {pid}: memory map and pagemap after {:?}", pt.elapsed());
     let written = crate::kinds::pages::dump_pages(pid, &plan.present, &file)?;
+    file.set_len(written).map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
     stats.memdump_time += mem_t.elapsed();
     stats.pages_skipped_parent += plan.from_parent;
     stats.pages_scanned += scanned;

@@ -9,8 +9,8 @@
 //! when every tracked process has exited, or when a later dump stops it.
 //!
 //! The pre-dump's image directory names it in [`TRACKER_FILE`] (its pid and
-//! start time, so a recycled pid is never mistaken for it, and the fd
-//! number holding each process's uffd); the next dump copies the uffds out
+//! start time, so a recycled pid is never mistaken for it, and per tracked
+//! process the fd number holding its uffd and its host pid); the next dump copies the uffds out
 //! with `pidfd_getfd`.
 
 use crate::error::{dump_io, DumpError};
@@ -70,7 +70,7 @@ pub fn start(exe: &Path, tracked: &[Tracked], images: &Path) -> Result<(), DumpE
     let start_time = crate::proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?.start_time;
     let mut text = format!("# the process holding this pre-dump's write tracking\nholder {pid} {start_time}\n");
     for t in held {
-        text.push_str(&format!("track {} {}\n", t.vpid, t.uffd.as_raw_fd()));
+        text.push_str(&format!("track {} {} {}\n", t.vpid, t.uffd.as_raw_fd(), t.pid));
     }
     let path = images.join(TRACKER_FILE);
     let tmp = images.join(format!(".{TRACKER_FILE}.tmp"));
@@ -106,6 +106,8 @@ pub struct Holder {
     pidfd: OwnedFd,
     pid: Pid,
     fds: HashMap<Pid, RawFd>,
+    /// The host pid of each tracked process (by its pid in the images).
+    pids: HashMap<Pid, Pid>,
 }
 
 impl Holder {
@@ -113,13 +115,15 @@ impl Holder {
     pub fn find(images: &Path) -> Option<Holder> {
         let text = std::fs::read_to_string(images.join(TRACKER_FILE)).ok()?;
         let mut holder: Option<(Pid, u64)> = None;
-        let mut fds = HashMap::new();
+        let (mut fds, mut pids) = (HashMap::new(), HashMap::new());
         for line in text.lines() {
             let w: Vec<&str> = line.split_whitespace().collect();
             match w.as_slice() {
                 ["holder", pid, start] => holder = Some((pid.parse().ok()?, start.parse().ok()?)),
-                ["track", vpid, fd] => {
-                    fds.insert(vpid.parse().ok()?, fd.parse().ok()?);
+                ["track", vpid, fd, pid] => {
+                    let vpid: Pid = vpid.parse().ok()?;
+                    fds.insert(vpid, fd.parse().ok()?);
+                    pids.insert(vpid, pid.parse().ok()?);
                 }
                 _ => {}
             }
@@ -132,7 +136,12 @@ impl Holder {
         if st.start_time != start_time || st.is_zombie() {
             return None;
         }
-        Some(Holder { pidfd, pid, fds })
+        Some(Holder { pidfd, pid, fds, pids })
+    }
+
+    /// The tracked processes: (pid in the images, pid on this host).
+    pub fn tracked(&self) -> impl Iterator<Item = (Pid, Pid)> + '_ {
+        self.pids.iter().map(|(&v, &p)| (v, p))
     }
 
     /// A copy of the uffd tracking process `vpid` of the images.

@@ -21,6 +21,7 @@
 pub mod compare;
 pub mod holder;
 pub mod parent;
+pub mod prewarm;
 pub mod ranges;
 pub mod track;
 

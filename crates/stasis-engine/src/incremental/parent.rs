@@ -74,6 +74,11 @@ impl ParentImages {
         self.holder.as_ref()?.uffd(vpid)
     }
 
+    /// The processes tracked since the parent: (pid in the images, host pid).
+    pub fn tracked(&self) -> Vec<(Pid, Pid)> {
+        self.holder.as_ref().map(|h| h.tracked().collect()).unwrap_or_default()
+    }
+
     /// Ends the parent's tracking (its holder exits).
     pub fn stop_tracking(&mut self) {
         if let Some(h) = self.holder.take() {
