@@ -134,6 +134,29 @@ fn nginx_100_connections_survive() {
     assert!(curl("http://127.0.0.1:18190/", None).contains("hello from stasis nginx"), "new connections work");
 }
 
+/// A pre-checkpoint (`-P`) while connections are open, then
+/// `--with-previous --tcp-established`: the connections survive, and the
+/// final dump leaves most pages to the pre-checkpoint.
+#[test]
+fn precheckpoint_keeps_connections() {
+    let Some(host) = Host::new("tcp-precheckpoint") else { return };
+    host.import("nginx");
+    host.run(&["run", "-d", "--name", "web", "-p", "18192:80", "nginx"]);
+    curl("http://127.0.0.1:18192/", None);
+    let c = Client::start(host.h.as_ref().unwrap(), "pre", "http", "127.0.0.1", 18192, 10);
+    host.run(&["container", "checkpoint", "-P", "web"]);
+    assert_eq!(host.ps_one("web")["State"], "running");
+    let out = host.run(&["container", "checkpoint", "--with-previous", "--tcp-established", "--print-stats", "web"]);
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats json");
+    let c_stats = &stats["container_statistics"][0]["criu_statistics"];
+    let (written, skipped) =
+        (c_stats["pages_written"].as_u64().unwrap(), c_stats["pages_skipped_parent"].as_u64().unwrap());
+    assert!(skipped > written, "the final dump stored {written} pages and left {skipped} to the pre-checkpoint");
+    c.send();
+    host.run(&["container", "restore", "--tcp-established", "web"]);
+    assert_eq!(c.finish(), "OK 10/10 same-sockets=True");
+}
+
 #[test]
 fn redis_pipeline_sent_while_frozen() {
     let Some(host) = Host::new("tcp-redis") else { return };
