@@ -247,7 +247,8 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
     log::debug!("checkpoint {}: dumped at {:?}", cfg.name, t0.elapsed());
     match lock {
-        Some(l) if o.leave_running => l.unlock().ctx(|| format!("unlocking the network of {}", cfg.name))?,
+        // The container runs on: its open lock table goes at once.
+        Some(l) if o.leave_running => l.unlock().ctx(|| format!("unlocking the network of {}", cfg.name))?.remove(),
         Some(l) => l.gone(),
         None => {}
     }
