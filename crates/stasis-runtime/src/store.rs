@@ -50,7 +50,7 @@ pub struct ContainerConfig {
 }
 
 /// The marker of a checkpointed container (see [`Store::mark_checkpointed`]).
-const CHECKPOINTED: &str = "checkpointed";
+pub(crate) const CHECKPOINTED: &str = "checkpointed";
 
 /// Lifecycle status as recorded in the state file.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -72,6 +72,15 @@ impl State {
         self.containers.iter().find(|(_, r)| r.ip == ip).map(|(id, _)| id.as_str())
     }
 
+    /// Whether container `id` holds its lease only until its monitor's
+    /// teardown releases it: it was checkpointed (and stopped) a moment ago.
+    pub fn releasing(&self, id: &str) -> bool {
+        self.containers
+            .get(id)
+            .and_then(|r| r.root.as_ref())
+            .is_some_and(|root| root.join("containers").join(id).join(crate::store::CHECKPOINTED).exists())
+    }
+
     /// See [`Network::allocate`](super::Network::allocate).
     pub fn allocate(&mut self, id: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, NetError> {
         match want {

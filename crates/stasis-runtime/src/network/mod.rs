@@ -164,11 +164,28 @@ impl Network {
     /// address keeps it (unless `want` names another free one, which then
     /// replaces it).
     pub fn allocate(&self, id: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, NetError> {
-        let mut db = ipam::Locked::open(&self.dir, &self.root)?;
-        let ip = db.state.allocate(id, want)?;
-        db.save()?;
-        log::debug!("network: container {id} holds {ip}");
-        Ok(ip)
+        // An address held by a container checkpointed a moment ago (say on
+        // another store sharing this network: a migration's target) is
+        // released by its monitor's teardown, ~50 ms later: wait for that,
+        // not for a running owner.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut db = ipam::Locked::open(&self.dir, &self.root)?;
+            match db.state.allocate(id, want) {
+                Err(NetError::IpTaken { owner, .. })
+                    if db.state.releasing(&owner) && std::time::Instant::now() < end =>
+                {
+                    drop(db);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => {
+                    let ip = r?;
+                    db.save()?;
+                    log::debug!("network: container {id} holds {ip}");
+                    return Ok(ip);
+                }
+            }
+        }
     }
 
     /// The address container `id` holds, if any.
