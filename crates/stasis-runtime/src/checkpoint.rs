@@ -243,7 +243,17 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         true => Some(NetLock::lock(&cfg.id, st.pid).ctx(|| format!("locking the network of {}", cfg.name))?),
         false => None,
     };
-    let stats = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts)
+    // Its monitor keeps the namespace, and so the lock, until the veth is
+    // gone (see `monitor::HOLD_NETNS`).
+    let hold = store.ctr_run_dir(&cfg.id).join(crate::monitor::HOLD_NETNS);
+    if lock.is_some() {
+        fs::write(&hold, b"").ctx(|| format!("writing {}", hold.display()))?;
+    }
+    let dumped = stasis_engine::dump(st.pid, &staging.join(IMAGES), &dopts);
+    if dumped.is_err() || o.leave_running {
+        let _ = fs::remove_file(&hold);
+    }
+    let stats = dumped
         .map_err(|source| RuntimeError::Checkpoint { what: format!("checkpointing container {}", cfg.name), source })?;
     log::debug!("checkpoint {}: dumped at {:?}", cfg.name, t0.elapsed());
     match lock {

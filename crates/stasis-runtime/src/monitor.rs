@@ -95,6 +95,15 @@ pub fn cleanup(store: &Store, id: &str, st: &ContainerState) {
     let _ = fs::remove_dir(store.ctr_run_dir(id).join("merged"));
 }
 
+/// Run-dir marker of a checkpoint that dumped TCP connections under a
+/// network lock: the monitor then keeps the container's network namespace
+/// until its veth is gone. A namespace whose last process exits is torn
+/// down asynchronously, its nftables tables before its devices: for a
+/// moment packets still reach it through the veth with neither a socket
+/// nor the lock, and every dumped connection was reset (found with 100
+/// connections, ~1 cycle in 10).
+pub const HOLD_NETNS: &str = "hold-netns";
+
 /// Everything the parent side set up; torn down on failure.
 struct Started {
     pid: i32,
@@ -238,14 +247,15 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
     let (l1, l2) = (log.clone(), log);
     let t1 = std::thread::spawn(move || pump(out, l1, "stdout"));
     let t2 = std::thread::spawn(move || pump(errp, l2, "stderr"));
-    // The container's network namespace lives until its veth is gone. A
-    // namespace whose last process exits is torn down asynchronously, its
-    // nftables tables before its devices: for a moment, packets still
-    // reach it through the veth with neither a socket nor a checkpoint's
-    // network lock there, and every connection the checkpoint dumped was
-    // reset (found with 100 connections, ~1 cycle in 10).
-    let netns = File::open(format!("/proc/{pid}/ns/net")).ok();
+    let mut netns = File::open(format!("/proc/{pid}/ns/net")).ok();
     let code = stasis_sys::proc_ctl::wait_exit(pid).unwrap_or(-1);
+    let hold = store.ctr_run_dir(id).join(HOLD_NETNS);
+    if fs::remove_file(&hold).is_err() {
+        // Nothing to protect: the kernel tears the namespace and its veth
+        // down (faster than our deleting the veth: the next restore waits
+        // for this cleanup).
+        netns = None;
+    }
     let _ = t1.join();
     let _ = t2.join();
     cleanup(store, id, &st);
