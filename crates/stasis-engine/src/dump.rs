@@ -339,19 +339,8 @@ fn dump_process(
     let exe = proc::task::read_exe(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let exe_id = table.path_ref(exe.trim_end_matches(" (deleted)"), libc::O_RDONLY as u32);
     let mm_entry = mm::mm_entry(pid, &st, brk, exe_id, vmas)?;
-    let pages_path = staging.file(&stasis_image::magic::file_name::pages(vpids.of(pid) as u32));
-    // It may exist already, prepared with zeros (`incremental::prewarm`):
-    // overwritten, then trimmed to what was written.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&pages_path)
-        .map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
     log::debug!("process {pid}: memory map and pagemap after {:?}", pt.elapsed());
-    let written = crate::kinds::pages::dump_pages(pid, &plan.present, &file)?;
-    file.set_len(written).map_err(|source| DumpError::Write { path: pages_path.clone(), source })?;
+    let written = crate::kinds::pages::store_pages(staging, vpids.of(pid), pid, &plan.present, false)?;
     stats.memdump_time += mem_t.elapsed();
     stats.pages_skipped_parent += plan.from_parent;
     stats.pages_scanned += scanned;

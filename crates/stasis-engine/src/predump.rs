@@ -83,14 +83,7 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
         if proc_ctl::interrupted() {
             return Err(DumpError::Interrupted);
         }
-        let path = staging.file(&stasis_image::magic::file_name::pages(vpid as u32));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| DumpError::Write { path: path.clone(), source })?;
-        let written = pages::dump_pages_running(pid, &plan.present, &file)?;
+        let written = pages::store_pages(&staging, vpid, pid, &plan.present, true)?;
         staging.write_pagemap(vpid as u32, &pb::PagemapHead { pages_id: vpid as u32 }, &plan.pagemap)?;
         stats.pages_written += written / mm::PAGE;
         if let Some(uffd) = uffd {

@@ -268,15 +268,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         guard.0 = None;
     }
     let runtime_us = micros(t0.elapsed());
-    let criu = json!({
-        "freezing_time": micros(stats.freezing_time),
-        "frozen_time": micros(stats.frozen_time),
-        "memdump_time": micros(stats.memdump_time),
-        "memwrite_time": micros(stats.memdump_time),
-        "pages_scanned": stats.pages_scanned,
-        "pages_written": stats.pages_written,
-        "pages_skipped_parent": stats.pages_skipped_parent,
-    });
+    let criu = criu_statistics(&stats);
     write_value(&staging.join("stats-dump"), &criu)?;
     if !o.leave_running {
         // The engine killed the tree; its monitor records the exit and
@@ -298,14 +290,32 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         }
         ckpt_archive::pack(&target, out, o.compression.unwrap_or(Compression::Zstd))?;
     }
-    Ok(json!({
+    Ok(checkpoint_report(cfg, t0, runtime_us, criu))
+}
+
+/// The engine's dump statistics under podman's names.
+pub(crate) fn criu_statistics(stats: &stasis_engine::DumpStats) -> Value {
+    json!({
+        "freezing_time": micros(stats.freezing_time),
+        "frozen_time": micros(stats.frozen_time),
+        "memdump_time": micros(stats.memdump_time),
+        "memwrite_time": micros(stats.memdump_time),
+        "pages_scanned": stats.pages_scanned,
+        "pages_written": stats.pages_written,
+        "pages_skipped_parent": stats.pages_skipped_parent,
+    })
+}
+
+/// What `checkpoint --print-stats` prints, as podman does.
+pub(crate) fn checkpoint_report(cfg: &ContainerConfig, t0: Instant, runtime_us: u64, criu: Value) -> Value {
+    json!({
         "stasis_checkpoint_duration": micros(t0.elapsed()),
         "container_statistics": [{
             "Id": cfg.id, "Name": cfg.name,
             "runtime_checkpoint_duration": runtime_us,
             "criu_statistics": criu,
         }],
-    }))
+    })
 }
 
 /// The engine's plan for restoring the bundle of `r` (run by the monitor

@@ -16,12 +16,12 @@
 //! container (the holder exits with the tracked processes), with the
 //! checkpoint that uses it, or when a new `-P` replaces it.
 
-use crate::checkpoint::{freezer_of, CheckpointOpts};
+use crate::checkpoint::{checkpoint_report, criu_statistics, freezer_of, CheckpointOpts};
 use crate::ckpt_archive::{self, Compression};
 use crate::container;
 use crate::error::{Ctx, Result, RuntimeError};
 use crate::store::{self, ContainerConfig, Status, Store};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -73,22 +73,8 @@ pub fn pre_checkpoint(store: &Store, cfg: &ContainerConfig, exe: &Path, o: &Chec
     if let Some(out) = &o.export {
         export(store, cfg, &dir, out, o.compression.unwrap_or(Compression::Zstd))?;
     }
-    let us = |d: std::time::Duration| d.as_micros() as u64;
-    Ok(json!({
-        "stasis_checkpoint_duration": us(t0.elapsed()),
-        "container_statistics": [{
-            "Id": cfg.id, "Name": cfg.name,
-            "runtime_checkpoint_duration": us(stats.total_time),
-            "criu_statistics": {
-                "freezing_time": us(stats.freezing_time),
-                "frozen_time": us(stats.frozen_time),
-                "memdump_time": us(stats.memdump_time),
-                "pages_scanned": stats.pages_scanned,
-                "pages_written": stats.pages_written,
-                "pages_skipped_parent": stats.pages_skipped_parent,
-            },
-        }],
-    }))
+    let runtime_us = stats.total_time.as_micros() as u64;
+    Ok(checkpoint_report(cfg, t0, runtime_us, criu_statistics(&stats)))
 }
 
 /// Packs `config.dump` and the pre-checkpoint's images (hard-linked into a

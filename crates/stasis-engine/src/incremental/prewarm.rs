@@ -10,6 +10,7 @@
 //! pages file is filled with as many zeros; the frozen dump then overwrites
 //! pages that already exist, and trims the file to what it wrote.
 
+use crate::proc::VmaKind;
 use stasis_image::ImageDirWriter;
 use stasis_sys::pagemap::{self, Region};
 use stasis_sys::Pid;
@@ -23,18 +24,14 @@ const MAX_BYTES: u64 = 256 << 20;
 /// tracked): about what its incremental dump will store.
 fn written_bytes(pid: Pid) -> Option<u64> {
     let pm = std::fs::File::open(format!("/proc/{pid}/pagemap")).ok()?;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let mut total = 0u64;
-    for line in maps.lines() {
-        let Some((s, e)) = line.split_whitespace().next().and_then(|r| r.split_once('-')) else { continue };
-        let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else { continue };
-        // Writable private areas only: what dumps store is mostly there.
-        let perms = line.split_whitespace().nth(1).unwrap_or("");
-        if !perms.starts_with("rw") || perms.ends_with('s') || line.contains("[vsyscall]") {
+    // Writable private areas only: what dumps store is mostly there.
+    for m in crate::proc::read_maps(pid).ok()? {
+        if !m.prot.write || m.shared || m.kind == VmaKind::Vsyscall {
             continue;
         }
         let mut out: Vec<Region> = Vec::new();
-        if pagemap::scan(pm.as_fd(), (s, e), pagemap::PAGE_IS_WRITTEN, 0, 0, &mut out).is_ok() {
+        if pagemap::scan(pm.as_fd(), (m.start, m.end), pagemap::PAGE_IS_WRITTEN, 0, 0, &mut out).is_ok() {
             total += out.iter().map(|r| r.end - r.start).sum::<u64>();
         }
     }

@@ -50,19 +50,16 @@ pub fn new_uffd(pid: Pid, call: &mut ThreadCall) -> io::Result<Option<OwnedFd>> 
 /// Refuses a process that holds a userfaultfd: its ranges may be ours to
 /// track or its own, and a dump refuses the fd anyway.
 pub fn refuse_own_uffd(pid: Pid) -> Result<(), crate::error::DumpError> {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir).map_err(crate::error::dump_io(pid, "list fds"))?;
-    for e in entries.flatten() {
-        let fd: i32 = e.file_name().to_string_lossy().parse().unwrap_or(-1);
-        if std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[userfaultfd]") {
-            return Err(crate::error::DumpError::UnsupportedFd {
-                pid,
-                fd,
-                kind: "a userfaultfd (pre-dumps track writes with userfaultfd themselves)".into(),
-            });
-        }
+    use crate::error::DumpError;
+    let fds = crate::proc::fdinfo::list_fds(pid).map_err(|source| DumpError::Proc { pid, source })?;
+    match fds.into_iter().find(|f| f.link == "anon_inode:[userfaultfd]") {
+        Some(f) => Err(DumpError::UnsupportedFd {
+            pid,
+            fd: f.fd,
+            kind: "a userfaultfd (pre-dumps track writes with userfaultfd themselves)".into(),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Registers `vmas` with `fd` in WP mode: the ranges that are ours now.

@@ -13,6 +13,7 @@ use crate::restore::page_chain::{PageSeg, ProcessPages};
 use crate::restore::stub::Task;
 use stasis_image::flags::vma as vst;
 use stasis_image::pb;
+use stasis_image::ImageDirWriter;
 use stasis_sys::fd as sysfd;
 use stasis_sys::mmap::FileMap;
 use stasis_sys::uffd;
@@ -55,23 +56,32 @@ fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
 }
 
-/// Copies the pages of `runs` from `pid` into `file` (created empty).
-/// Returns the bytes written.
-///
-/// Each worker reads a chunk into its own buffer and writes it at the
-/// chunk's offset with `pwrite`, so one worker's copy out of the target
-/// overlaps another's write into the page cache. (Letting
-/// `process_vm_readv` fill a shared mapping of the file was slower here:
-/// a page fault per 4 KiB page of page cache.)
-pub fn dump_pages(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError> {
-    copy_pages(pid, runs, file, false)
-}
-
-/// [`dump_pages`] from a process that runs (a pre-dump after arming write
-/// tracking): pages it unmapped meanwhile are stored as zeros instead of
-/// failing the dump; its tracking makes the next dump store them again.
-pub fn dump_pages_running(pid: Pid, runs: &[Run], file: &File) -> Result<u64, DumpError> {
-    copy_pages(pid, runs, file, true)
+/// Writes the pages of `runs` of process `pid` into `pages-VPID.img` of
+/// `staging`; returns the bytes written. The file may exist already,
+/// prepared with zeros before the freeze (`incremental::prewarm`): it is
+/// overwritten, then trimmed to what was written. With `running`, the
+/// process runs meanwhile (a pre-dump after arming write tracking): pages
+/// it unmapped are stored as zeros instead of failing the dump; its
+/// tracking makes the next dump store them again.
+pub fn store_pages(
+    staging: &ImageDirWriter,
+    vpid: Pid,
+    pid: Pid,
+    runs: &[Run],
+    running: bool,
+) -> Result<u64, DumpError> {
+    let path = staging.file(&stasis_image::magic::file_name::pages(vpid as u32));
+    let write_err = |source| DumpError::Write { path: path.clone(), source };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(write_err)?;
+    let written = copy_pages(pid, runs, &file, running)?;
+    file.set_len(written).map_err(write_err)?;
+    Ok(written)
 }
 
 /// Reads `ranges` page by page after a batch failed: what cannot be read
@@ -88,6 +98,14 @@ fn read_what_is_left(pid: Pid, ranges: &[RemoteRange], buf: &mut [u8]) {
     }
 }
 
+/// Copies the pages of `runs` from `pid` into `file`; returns the bytes
+/// written.
+///
+/// Each worker reads a chunk into its own buffer and writes it at the
+/// chunk's offset with `pwrite`, so one worker's copy out of the target
+/// overlaps another's write into the page cache. (Letting
+/// `process_vm_readv` fill a shared mapping of the file was slower here:
+/// a page fault per 4 KiB page of page cache.)
 fn copy_pages(pid: Pid, runs: &[Run], file: &File, running: bool) -> Result<u64, DumpError> {
     let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
     if total == 0 {
