@@ -20,18 +20,12 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 /// The page is a page-cache page (of a file or shmem), not anonymous.
 pub const PAGE_IS_FILE: u64 = 1 << 2;
-/// The page is present in memory.
-pub const PAGE_IS_PRESENT: u64 = 1 << 3;
-/// The page is swapped out (or a PTE marker).
-pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// A guard region (`MADV_GUARD_INSTALL`, Linux 6.15+; older kernels reject
 /// the bit with EINVAL).
 pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// Write-protect the pages found, in the same walk.
 pub const SCAN_WP_MATCHING: u64 = 1 << 0;
-/// Fail (EPERM) when a VMA in the range lacks async write-protection.
-pub const SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
 #[repr(C)]
 #[derive(Default)]
