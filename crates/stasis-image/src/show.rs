@@ -35,11 +35,14 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
     let _ = writeln!(out, "Image {} (image version {}, {fmt})", dir.display(), inv.img_version);
     let _ = writeln!(out, "\nProcesses:");
     let _ = writeln!(out, "{:>8} {:>8} {:>8} {:>8}  {:<8} COMM", "PID", "PPID", "PGID", "SID", "THREADS");
-    let mut comms = HashMap::new();
+    let (mut comms, mut zombies) = (HashMap::new(), std::collections::HashSet::new());
     // A pre-dump holds memory only: no cores, no mm, no fds.
     let pre_dump = tree.iter().all(|p| !img.exists(&crate::magic::file_name::core(p.pid)));
     for p in tree.iter().filter(|_| !pre_dump) {
         let core = img.read_core(p.pid)?;
+        if core.tc.as_ref().is_some_and(|tc| tc.task_state == crate::flags::task_state::ZOMBIE) {
+            zombies.insert(p.pid);
+        }
         let comm = core.tc.map(|tc| tc.comm).unwrap_or_default();
         comms.insert(p.pid, comm);
     }
@@ -69,6 +72,11 @@ pub fn show(dir: &Path) -> Result<String, ImageError> {
         return Ok(out);
     }
     for p in &tree {
+        if zombies.contains(&p.pid) {
+            // A zombie has a core only: no memory, no fds.
+            let _ = writeln!(out, "\nProcess {} ({}): zombie", p.pid, comms.get(&p.pid).map_or("?", String::as_str));
+            continue;
+        }
         let ids = img.read_ids(p.pid)?;
         let _ = writeln!(out, "\nProcess {} ({}):", p.pid, comms.get(&p.pid).map_or("?", String::as_str));
         let mm = img.read_mm(p.pid)?;

@@ -252,3 +252,37 @@ fn show_summarises_the_set() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// A zombie has a core and nothing else: show lists it instead of failing
+/// on its missing ids/mm (a dump catches one whenever a child exits just
+/// before the freeze).
+#[test]
+fn show_lists_a_zombie() {
+    let tmp = TempDir::new("show-zombie");
+    let dir = write_image_set(&tmp.path().join("ck"));
+    let img = ImageDir::open(&dir).unwrap();
+    let mut tree = img.read_pstree().unwrap();
+    let first = tree[0].clone();
+    tree.push(pb::PstreeEntry { pid: 4000, ppid: first.pid, pgid: first.pgid, sid: first.sid, threads: vec![4000] });
+    std::fs::remove_file(dir.join(file_name::PSTREE)).unwrap();
+    let mut w = ImageWriter::create(dir.join(file_name::PSTREE), ImageKind::Pstree).unwrap();
+    for e in &tree {
+        w.write(e).unwrap();
+    }
+    w.finish().unwrap();
+    let core = pb::CoreEntry {
+        mtype: pb::core_entry::March::X8664 as i32,
+        tc: Some(pb::TaskCoreEntry {
+            task_state: stasis_image::flags::task_state::ZOMBIE,
+            comm: "gone".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut w = ImageWriter::create(dir.join(file_name::core(4000)), ImageKind::Core).unwrap();
+    w.write(&core).unwrap();
+    w.finish().unwrap();
+    let text = stasis_image::show::show(&dir).unwrap();
+    assert!(text.contains("Process 4000 (gone): zombie"), "{text}");
+    assert!(text.contains("Total: 3 processes"), "{text}");
+}
