@@ -37,6 +37,9 @@ pub struct DumpOpts {
     /// holds that were not written since are marked PARENT instead of
     /// stored again, and the images link to it.
     pub prev_images: Option<std::path::PathBuf>,
+    /// Dump the tree's own namespaces (which ones, UTS names, mounts) so a
+    /// restore recreates them: for trees no runtime of ours describes.
+    pub namespaces: Option<crate::kinds::namespaces::NsDumpOpts>,
 }
 
 /// What a dump did and how long it took.
@@ -88,6 +91,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         incremental::prewarm::prepare(&staging, &p.tracked());
     }
     log::debug!("dump {root}: checked and staged in {:?}", t0.elapsed());
+    let ours = crate::kinds::namespaces::OurNamespaces::read();
     let mut frozen = Frozen::freeze_tree(root, opts.cgroup.as_deref())?;
     frozen.pin_to_one_cpu();
     let vpids = crate::vpids::Vpids::read(&frozen.processes, root)?;
@@ -169,9 +173,13 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         std::fs::write(&path, bytes).map_err(|source| DumpError::Write { path, source })?;
     }
     staging.write_pstree(&dumps.iter().map(|d| vpids.pstree(&d.pstree)).collect::<Vec<_>>())?;
+    let ns = match &opts.namespaces {
+        Some(o) => Some(crate::kinds::namespaces::dump_namespaces(root, &ours, o, &staging)?),
+        None => None,
+    };
     stats.frozen_time = frozen_at.elapsed();
     stats.processes = dumps.len();
-    write_inventory_and_stats(&staging, &stats)?;
+    write_inventory_and_stats(&staging, &stats, ns.as_ref())?;
     fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
     if proc_ctl::interrupted() {
         return Err(DumpError::Interrupted);
@@ -197,12 +205,18 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
 
 /// Writes `inventory.img` and `stats-dump.img`, the last images of a
 /// dump or pre-dump.
-pub(crate) fn write_inventory_and_stats(staging: &ImageDirWriter, stats: &DumpStats) -> Result<(), DumpError> {
+pub(crate) fn write_inventory_and_stats(
+    staging: &ImageDirWriter,
+    stats: &DumpStats,
+    ns: Option<&crate::kinds::namespaces::NsDump>,
+) -> Result<(), DumpError> {
     staging.write_inventory(&pb::InventoryEntry {
         img_version: stasis_image::flags::IMG_VERSION,
         fdinfo_per_id: Some(true),
         ns_per_id: Some(true),
         stasis_format: Some(stasis_image::flags::STASIS_FORMAT),
+        stasis_ns_flags: ns.map(|n| n.flags).filter(|f| *f != 0),
+        stasis_ext_netns: ns.and_then(|n| n.ext_netns.clone()),
         ..Default::default()
     })?;
     staging.write_dump_stats(&pb::StatsEntry {

@@ -33,6 +33,8 @@ pub enum DumpError {
     UnsupportedFd { pid: Pid, fd: i32, kind: String },
     #[error("process {pid}: {what} is not supported yet")]
     Unsupported { pid: Pid, what: String },
+    #[error("process {pid}: mount {mountpoint}: {why}; name it as external (ext_mnt, or --external mnt[{mountpoint}]:KEY) to have it bind-mounted from the host at restore")]
+    Mount { pid: Pid, mountpoint: String, why: String },
     #[error("writing images: {0}")]
     Image(#[from] ImageError),
     #[error("the previous images {dir}: {source}")]

@@ -93,7 +93,7 @@ pub fn pre_dump(root: Pid, images: &Path, opts: &DumpOpts, exe: &Path) -> Result
     stats.memdump_time = mem_t.elapsed();
     staging.write_pstree(&pstree)?;
     stats.processes = pstree.len();
-    crate::dump::write_inventory_and_stats(&staging, &stats)?;
+    crate::dump::write_inventory_and_stats(&staging, &stats, None)?;
     crate::fault::check("dump-before-commit").map_err(dump_io(root, "fault injection"))?;
     if proc_ctl::interrupted() {
         return Err(DumpError::Interrupted);

@@ -129,6 +129,10 @@ kinds! {
     TtyInfo = 0x5945_3036, "TTY_INFO", Common, Entries;
     /// `file-locks.img`.
     FileLocks = 0x5432_3616, "FILE_LOCKS", Common, Entries;
+    /// `mountpoints-N.img`: a mount namespace's mounts.
+    Mnts = 0x5556_3928, "MNTS", Common, Entries;
+    /// `utsns-N.img`.
+    Utsns = 0x5447_3203, "UTSNS", Common, Entries;
 }
 
 impl ImageKind {
@@ -230,6 +234,19 @@ pub mod file_name {
     /// `sigacts-PID.img`.
     pub fn sigacts(pid: u32) -> String {
         format!("sigacts-{pid}.img")
+    }
+    /// `mountpoints-N.img`, N being the mount namespace's id.
+    pub fn mountpoints(id: u32) -> String {
+        format!("mountpoints-{id}.img")
+    }
+    /// `utsns-N.img`.
+    pub fn utsns(id: u32) -> String {
+        format!("utsns-{id}.img")
+    }
+    /// `tmpfs-dev-MNT.tar.gz.img`: the files of a tmpfs mount (a gzipped
+    /// tar, raw: no header), MNT being its `mnt_entry.mnt_id`.
+    pub fn tmpfs_dev(mnt_id: u32) -> String {
+        format!("tmpfs-dev-{mnt_id}.tar.gz.img")
     }
     /// `tcp-stream-ID.img`, ID in lower-case hex (the socket inode).
     pub fn tcp_stream(id: u32) -> String {

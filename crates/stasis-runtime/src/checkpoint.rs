@@ -236,6 +236,7 @@ pub fn checkpoint(store: &Store, cfg: &ContainerConfig, o: &CheckpointOpts) -> R
         external: [&stdio.stdout, &stdio.stderr].into_iter().flatten().cloned().collect(),
         cgroup: freezer_of(store, &st),
         prev_images: prev,
+        namespaces: None,
     };
     // Connections being dumped get no packet (and send no RST) until they
     // are restored; a failed or leave-running checkpoint lifts the lock.

@@ -361,3 +361,26 @@ pub fn sock_diag(msg_type: u16, flags: u16, payload: &[u8]) -> io::Result<Vec<Ve
         }
     }
 }
+
+/// Brings the loopback interface of the calling thread's network namespace
+/// up (`SIOCSIFFLAGS` with `IFF_UP | IFF_LOOPBACK | IFF_RUNNING`), as a
+/// fresh namespace has it down.
+pub fn loopback_up() -> io::Result<()> {
+    let sk = socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own for the duration.
+    check_int(unsafe { libc::ioctl(sk.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const libc::ifreq) }).map(drop)
+}
+
+/// The pid of the process at the other end of a unix socket
+/// (`SO_PEERCRED`, as of when it connected or made the pair).
+pub fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let b = getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, 12)?;
+    let pid = b.get(..4).ok_or_else(|| io::Error::other("short SO_PEERCRED"))?;
+    Ok(i32::from_ne_bytes([pid[0], pid[1], pid[2], pid[3]]))
+}

@@ -164,6 +164,13 @@ pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// `setdomainname(2)` for the calling process's UTS namespace.
+pub fn setdomainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, alive for
+    // the call.
+    check_int(unsafe { libc::setdomainname(name.as_ptr() as *const libc::c_char, name.len()) }).map(drop)
+}
+
 /// `setns(2)`: joins the namespace behind `fd` (`nstype` 0 = any kind).
 pub fn setns(fd: BorrowedFd<'_>, nstype: i32) -> io::Result<()> {
     // SAFETY: plain syscall on an fd we borrow.

@@ -1,31 +1,67 @@
-//! A minimal stderr logger for `--log-level`: one line per record, with the
-//! time since start so `debug` output doubles as a rough profile.
+//! A minimal logger for `--log-level`: one line per record, with the time
+//! since start so `debug` output doubles as a rough profile. Lines go to
+//! stderr, or to a file once [`to_file`] names one (`criu -o LOG`: under
+//! `criu swrk` stderr is the restored container's).
 
+use std::io::Write;
+use std::sync::Mutex;
 use std::time::Instant;
 
-struct StderrLogger {
+struct Logger {
     start: Instant,
+    /// None: stderr.
+    file: Mutex<Option<std::fs::File>>,
+    /// Whether stderr may be written at all.
+    stderr: Mutex<bool>,
 }
 
-impl log::Log for StderrLogger {
+impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
         m.level() <= log::max_level()
     }
 
     fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            let t = self.start.elapsed();
-            eprintln!("[{:>4}.{:03}ms {:5}] {}", t.as_millis(), t.subsec_micros() % 1000, r.level(), r.args());
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let t = self.start.elapsed();
+        let line = format!("[{:>4}.{:03}ms {:5}] {}\n", t.as_millis(), t.subsec_micros() % 1000, r.level(), r.args());
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        match file.as_mut() {
+            Some(f) => {
+                let _ = f.write_all(line.as_bytes());
+            }
+            None if *self.stderr.lock().unwrap_or_else(|e| e.into_inner()) => eprint!("{line}"),
+            None => {}
         }
     }
 
     fn flush(&self) {}
 }
 
+static LOGGER: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
+
+fn logger() -> &'static Logger {
+    LOGGER.get_or_init(|| Logger { start: Instant::now(), file: Mutex::new(None), stderr: Mutex::new(true) })
+}
+
 /// Installs the logger at `level`.
 pub fn init(level: log::LevelFilter) {
-    let logger = Box::leak(Box::new(StderrLogger { start: Instant::now() }));
-    if log::set_logger(logger).is_ok() {
+    if log::set_logger(logger()).is_ok() {
         log::set_max_level(level);
     }
+}
+
+/// Sends further lines to `path` (appended) at `level`; without a path,
+/// drops them instead of writing to stderr when `quiet`.
+pub fn to_file(path: Option<&std::path::Path>, level: log::LevelFilter, quiet: bool) {
+    let l = logger();
+    *l.stderr.lock().unwrap_or_else(|e| e.into_inner()) = !quiet;
+    if let Some(p) = path {
+        match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            Ok(f) => *l.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(f),
+            Err(e) => log::warn!("cannot open log file {}: {e}", p.display()),
+        }
+    }
+    log::set_max_level(level);
 }

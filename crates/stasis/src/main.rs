@@ -6,6 +6,7 @@
 
 mod checkpoints;
 mod containers;
+mod criu;
 mod logger;
 
 use clap::{Args, Parser, Subcommand};
@@ -115,6 +116,16 @@ fn fail(err: &dyn std::error::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // `criu ARGS` (installed as criu) or `stasis criu ARGS`: CRIU's own
+    // command line, which clap's conventions do not fit.
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    if name == "criu" {
+        return criu::main(&args[1..]);
+    }
+    if args.get(1).map(String::as_str) == Some("criu") {
+        return criu::main(&args[2..]);
+    }
     let cli = Cli::parse();
     logger::init(cli.log_level);
     if let Err(e) = stasis_sys::proc_ctl::install_interrupt_flag() {

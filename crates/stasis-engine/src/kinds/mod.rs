@@ -5,6 +5,8 @@
 pub mod fdkind;
 pub mod files;
 pub mod mm;
+pub mod mounts;
+pub mod namespaces;
 pub mod pages;
 pub mod share;
 pub mod signal;

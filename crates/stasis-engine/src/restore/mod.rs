@@ -16,6 +16,7 @@
 //! restorer itself dying.
 
 pub mod load;
+pub mod namespaces;
 pub mod page_chain;
 pub mod stub;
 
@@ -143,6 +144,13 @@ pub struct RestorePlan {
     /// The fd number every stub holds the restorer's pidfd at: above every
     /// fd of the image.
     pub stub_fd: i32,
+}
+
+impl RestorePlan {
+    /// The image directory.
+    pub fn dir(&self) -> &Path {
+        &self.tree.dir
+    }
 }
 
 /// Reads and checks the images; nothing is created yet.

@@ -1,0 +1,180 @@
+//! Dump, pre-dump and restore on the engine, in CRIU's manner: images go
+//! into a directory that may already hold the caller's files (runc writes
+//! `descriptors.json` there first), and the caller hears of each stage
+//! through notifications when it asked for them.
+
+use crate::request::Request;
+use crate::CriuError;
+use stasis_engine::kinds::namespaces::NsDumpOpts;
+use stasis_engine::restore::namespaces::{self, NsEnv};
+use stasis_engine::{DumpOpts, DumpStats};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Receives CRIU's notifications (runc's hooks); the CLI has none.
+pub trait Notify {
+    fn notify(&mut self, script: &str, pid: i32) -> Result<(), CriuError>;
+}
+
+/// No notifications.
+pub struct Silent;
+
+impl Notify for Silent {
+    fn notify(&mut self, _: &str, _: i32) -> Result<(), CriuError> {
+        Ok(())
+    }
+}
+
+/// The parent image set of a request, as a path.
+fn parent_path(req: &Request) -> Option<PathBuf> {
+    req.parent_img.as_ref().map(|p| if p.starts_with('/') { PathBuf::from(p) } else { req.images.join(p) })
+}
+
+/// Moves a committed image set from `sub` into `images`, the inventory
+/// last: until it arrives the directory holds no valid checkpoint. The
+/// `parent` link is written as the caller named it.
+fn move_up(sub: &Path, images: &Path, parent: Option<&str>) -> Result<(), CriuError> {
+    let mut names: Vec<_> = std::fs::read_dir(sub)
+        .map_err(CriuError::io(format!("listing {}", sub.display())))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    names.sort_by_key(|n| n == "inventory.img");
+    for n in names {
+        let (from, to) = (sub.join(&n), images.join(&n));
+        if n == stasis_image::PARENT_LINK {
+            let _ = std::fs::remove_file(&to);
+            let target = parent.map(PathBuf::from).unwrap_or(std::fs::read_link(&from).unwrap_or_default());
+            std::os::unix::fs::symlink(&target, &to).map_err(CriuError::io(format!("linking {}", to.display())))?;
+            continue;
+        }
+        std::fs::rename(&from, &to).map_err(CriuError::io(format!("moving {} into place", n.to_string_lossy())))?;
+    }
+    let _ = std::fs::remove_dir_all(sub);
+    if let Ok(d) = std::fs::File::open(images) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Dumps (or pre-dumps) the tree `req.pid` into `req.images`.
+pub fn dump(req: &Request, pre: bool, n: &mut dyn Notify) -> Result<DumpStats, CriuError> {
+    let pid = req.pid.ok_or_else(|| CriuError::Usage("no tree to dump: give its root's pid (-t PID)".into()))?;
+    std::fs::create_dir_all(&req.images).map_err(CriuError::io(format!("creating {}", req.images.display())))?;
+    let prev = parent_path(req);
+    let opts = DumpOpts {
+        leave_running: req.leave_running,
+        tcp_established: req.tcp_established,
+        external: Vec::new(),
+        cgroup: req
+            .freeze_cgroup
+            .clone()
+            .filter(|p| p.join("freezer.state").exists() || p.join("cgroup.freeze").exists()),
+        prev_images: prev,
+        namespaces: (!pre).then(|| NsDumpOpts {
+            ext_mounts: req.ext_mnt.clone(),
+            ext_netns: req.ext_netns.clone(),
+            empty_netns: req.empty_netns,
+        }),
+    };
+    // The engine commits a whole directory by rename: into a hidden one
+    // inside the images directory, whose files then move up.
+    let sub = req.images.join(format!(".stasis-{}", if pre { "pre-dump" } else { "dump" }));
+    let _ = std::fs::remove_dir_all(&sub);
+    n.notify("pre-dump", pid)?;
+    let stats = if pre {
+        let exe = std::env::current_exe().map_err(CriuError::io("finding our own executable"))?;
+        stasis_engine::pre_dump(pid, &sub, &opts, &exe)
+    } else {
+        n.notify("network-lock", pid)?;
+        stasis_engine::dump(pid, &sub, &opts)
+    };
+    let stats = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&sub);
+            if !pre {
+                let _ = n.notify("network-unlock", pid);
+            }
+            return Err(e.into());
+        }
+    };
+    move_up(&sub, &req.images, req.parent_img.as_deref())?;
+    // CRIU writes its statistics into its working directory as
+    // `stats-dump`; podman reads them there (--print-stats, exports).
+    if let Some(w) = &req.work_dir {
+        let from = req.images.join(stasis_image::magic::file_name::STATS_DUMP);
+        let _ = std::fs::copy(&from, w.join("stats-dump"));
+    }
+    n.notify("post-dump", pid)?;
+    if !pre && req.leave_running {
+        n.notify("network-unlock", pid)?;
+    }
+    Ok(stats)
+}
+
+/// CRIU's `stats-restore` (what podman's --print-stats reports).
+fn write_restore_stats(path: &Path, done: &stasis_engine::Restored) {
+    use stasis_image::pb;
+    let entry = pb::StatsEntry {
+        dump: None,
+        restore: Some(pb::RestoreStatsEntry {
+            pages_compared: 0,
+            pages_skipped_cow: 0,
+            forking_time: 0,
+            restore_time: done.restore_time.as_micros() as u32,
+            pages_restored: None,
+        }),
+    };
+    let written = stasis_image::ImageWriter::create(path, stasis_image::ImageKind::Stats)
+        .and_then(|mut w| w.write(&entry).and_then(|()| w.finish().map(drop)));
+    if let Err(e) = written {
+        log::warn!("writing {}: {e}", path.display());
+    }
+}
+
+/// Restores `req.images`; returns the root's pid as we see it.
+pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
+    let t0 = Instant::now();
+    n.notify("pre-restore", 0)?;
+    let plan = stasis_engine::restore::plan(&req.images)?;
+    let ns = namespaces::read_ns_images(&req.images)?;
+    let opts = stasis_engine::RestoreOpts {
+        tcp_established: req.tcp_established,
+        tcp_close: req.tcp_close,
+        inherit: req.inherit_fd.clone(),
+    };
+    let (root, host_pid) = if ns.flags == 0 {
+        (None, None)
+    } else {
+        let root = req.root.clone().ok_or_else(|| CriuError::Images {
+            dir: req.images.clone(),
+            what: "the tree has its own mount namespace: give the directory that becomes its root (--root)".into(),
+        })?;
+        let env = NsEnv {
+            root,
+            ext_mounts: req.ext_mnt.iter().map(|(k, v)| (k.clone(), PathBuf::from(v))).collect(),
+            inherit: req.inherit_fd.clone(),
+        };
+        let stub = namespaces::spawn_root(&plan, &ns, &env)?;
+        (Some(stub), Some(stub.pid))
+    };
+    if let Some(pid) = host_pid {
+        if let Err(e) = n.notify("setup-namespaces", pid) {
+            let _ = stasis_sys::proc_ctl::kill(pid, libc::SIGKILL);
+            return Err(e);
+        }
+    }
+    let done = stasis_engine::restore::restore_planned(plan, &opts, root, t0)?;
+    let pid = host_pid.unwrap_or(done.root_pid);
+    log::info!("restored {} processes in {:?}; root is pid {pid}", done.processes, done.restore_time);
+    if let Some(w) = &req.work_dir {
+        write_restore_stats(&w.join("stats-restore"), &done);
+    }
+    n.notify("network-unlock", pid)?;
+    n.notify("post-restore", pid)?;
+    if let Some(f) = &req.pidfile {
+        std::fs::write(f, pid.to_string()).map_err(CriuError::io(format!("writing {}", f.display())))?;
+    }
+    n.notify("post-resume", pid)?;
+    Ok(pid)
+}
