@@ -257,3 +257,70 @@ pub fn run(cmd: Command, open_log: &mut dyn FnMut(Option<PathBuf>, i32)) -> Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run_req(s: &str) -> (Action, Request) {
+        match parse(&args(s)).unwrap() {
+            Command::Run(a, r) => (a, r),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dump_options_in_criu_spellings() {
+        let (a, r) = run_req(
+            "dump -t 42 -D /img -o d.log -v4 -R --tcp-established --external net[4026532177]:extRootNetNS -M /etc/hosts:/etc/hosts --manage-cgroups=soft --shell-job",
+        );
+        assert_eq!(a, Action::Dump);
+        assert_eq!(r.pid, Some(42));
+        assert_eq!(r.images, PathBuf::from("/img"));
+        assert_eq!(r.log_path(), Some(PathBuf::from("/img/d.log")));
+        assert_eq!(r.log_level, 4);
+        assert!(r.leave_running && r.tcp_established);
+        assert_eq!(r.ext_netns, Some((4026532177, "extRootNetNS".into())));
+        assert_eq!(r.ext_mnt, vec![("/etc/hosts".to_string(), "/etc/hosts".to_string())]);
+        let (_, r) = run_req("dump --tree=7 --images-dir=/x");
+        assert_eq!((r.pid, r.images), (Some(7), PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn restore_options() {
+        let (a, r) = run_req("restore -D /img -d --pidfile /p --root /r --inherit-fd fd[1]:pipe:[77] --tcp-close");
+        assert_eq!(a, Action::Restore);
+        assert!(r.detach && r.tcp_close);
+        assert_eq!(r.root, Some(PathBuf::from("/r")));
+        assert_eq!(r.inherit_fd, vec![("pipe:[77]".to_string(), 1)]);
+        assert!(matches!(parse(&args("restore --inherit-fd 3:x")), Err(CriuError::Usage(_))));
+    }
+
+    #[test]
+    fn refusals_name_the_option() {
+        for (cmd, name) in [
+            ("dump --lazy-pages -t 1", "--lazy-pages"),
+            ("dump --page-server -t 1", "--page-server"),
+            ("dump -t 1 --external tty[88:1]:x", "tty[88:1]"),
+            ("frobnicate", "frobnicate"),
+            ("dump -Q", "-Q"),
+        ] {
+            let e = parse(&args(cmd)).expect_err(cmd).to_string();
+            assert!(e.contains(name), "{cmd}: {e}");
+        }
+        assert!(matches!(parse(&args("dump -t")), Err(CriuError::Usage(_))));
+    }
+
+    #[test]
+    fn version_check_and_swrk() {
+        assert!(matches!(parse(&args("--version")), Ok(Command::Version)));
+        assert!(matches!(parse(&args("-V")), Ok(Command::Version)));
+        assert!(matches!(parse(&args("check --feature mem_dirty_track")), Ok(Command::Check(Some(_)))));
+        assert!(matches!(parse(&args("swrk 3")), Ok(Command::Swrk(3))));
+        assert!(version_text().starts_with("Version: 4.2\n"));
+    }
+}

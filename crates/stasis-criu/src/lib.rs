@@ -13,10 +13,12 @@
 //! - [`cli`]: `criu`'s command line;
 //! - [`swrk`]: the RPC server;
 //! - [`run`]: dump, pre-dump and restore on the engine, with the
-//!   notifications a runtime expects.
+//!   notifications a runtime expects;
+//! - [`netlock`]: the network lock of TCP dumps and restores.
 
 pub mod cli;
 pub mod error;
+pub mod netlock;
 pub mod request;
 pub mod rpc;
 pub mod run;

@@ -3,6 +3,7 @@
 //! `descriptors.json` there first), and the caller hears of each stage
 //! through notifications when it asked for them.
 
+use crate::netlock::NetLock;
 use crate::request::Request;
 use crate::CriuError;
 use stasis_engine::kinds::namespaces::NsDumpOpts;
@@ -81,23 +82,35 @@ pub fn dump(req: &Request, pre: bool, n: &mut dyn Notify) -> Result<DumpStats, C
     let sub = req.images.join(format!(".stasis-{}", if pre { "pre-dump" } else { "dump" }));
     let _ = std::fs::remove_dir_all(&sub);
     n.notify("pre-dump", pid)?;
+    let mut lock = None;
     let stats = if pre {
         let exe = std::env::current_exe().map_err(CriuError::io("finding our own executable"))?;
-        stasis_engine::pre_dump(pid, &sub, &opts, &exe)
+        stasis_engine::pre_dump(pid, &sub, &opts, &exe).map_err(CriuError::from)
     } else {
         n.notify("network-lock", pid)?;
-        stasis_engine::dump(pid, &sub, &opts)
+        lock = lock_for_tcp(req, format!("/proc/{pid}/ns/net"))?;
+        stasis_engine::dump(pid, &sub, &opts).map_err(CriuError::from)
     };
     let stats = match stats {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&sub);
             if !pre {
+                if let Some(l) = lock {
+                    let _ = l.unlock();
+                }
                 let _ = n.notify("network-unlock", pid);
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
+    // A dead tree's namespace stays locked until its runtime removes it: a
+    // peer's retransmission must not meet a reset meanwhile.
+    if req.leave_running {
+        if let Some(l) = lock.take() {
+            l.unlock()?;
+        }
+    }
     move_up(&sub, &req.images, req.parent_img.as_deref())?;
     // CRIU writes its statistics into its working directory as
     // `stats-dump`; podman reads them there (--print-stats, exports).
@@ -132,6 +145,19 @@ fn write_restore_stats(path: &Path, done: &stasis_engine::Restored) {
     }
 }
 
+/// Locks the network namespace at `ns` for a TCP dump or restore when it
+/// is not ours (a tree in our own namespace is not locked).
+fn lock_for_tcp(req: &Request, ns: String) -> Result<Option<NetLock>, CriuError> {
+    if !req.tcp_established {
+        return Ok(None);
+    }
+    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    if ino(&ns) == ino("/proc/self/ns/net") {
+        return Ok(None);
+    }
+    NetLock::lock(ns).map(Some)
+}
+
 /// Restores `req.images`; returns the root's pid as we see it.
 pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
     let t0 = Instant::now();
@@ -164,7 +190,15 @@ pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
             return Err(e);
         }
     }
-    let done = stasis_engine::restore::restore_planned(plan, &opts, root, t0)?;
+    // Restored connections get no packet until their sockets are back.
+    let lock = match host_pid {
+        Some(pid) if req.tcp_established && ns.ext_netns.is_some() => lock_for_tcp(req, format!("/proc/{pid}/ns/net"))?,
+        _ => None,
+    };
+    let done = stasis_engine::restore::restore_planned(plan, &opts, root, t0);
+    let unlocked = lock.map(NetLock::unlock).transpose();
+    let done = done?;
+    unlocked?;
     let pid = host_pid.unwrap_or(done.root_pid);
     log::info!("restored {} processes in {:?}; root is pid {pid}", done.processes, done.restore_time);
     if let Some(w) = &req.work_dir {

@@ -71,9 +71,13 @@ const MOUNT_FLAGS: &[(&str, u64)] = &[
     ("strictatime", libc::MS_STRICTATIME),
 ];
 
-/// The MS_* bits of a comma-separated option list.
+/// The MS_* bits of a comma-separated option list. mountinfo names no
+/// atime mode for strictatime: without noatime or relatime that is what
+/// the mount has (a fresh mount would otherwise get relatime).
 fn mount_flags(opts: &str) -> u32 {
-    opts.split(',').filter_map(|o| MOUNT_FLAGS.iter().find(|(n, _)| *n == o)).fold(0, |a, (_, f)| a | *f as u32)
+    let f = opts.split(',').filter_map(|o| MOUNT_FLAGS.iter().find(|(n, _)| *n == o)).fold(0, |a, (_, f)| a | *f);
+    let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
+    (if f & atime == 0 { f | libc::MS_STRICTATIME } else { f }) as u32
 }
 
 #[cfg(test)]
@@ -86,7 +90,7 @@ mod tests {
             mount_flags("rw,nosuid,nodev,noexec,relatime"),
             (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME) as u32
         );
-        assert_eq!(mount_flags("ro,nosuid"), (libc::MS_RDONLY | libc::MS_NOSUID) as u32);
+        assert_eq!(mount_flags("ro,nosuid"), (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_STRICTATIME) as u32);
         assert_eq!(fstype_code("tmpfs"), 5);
         assert_eq!(fstype_code("ext4"), FSTYPE_AUTO);
         let e = stasis_image::pb::MntEntry { fstype: FSTYPE_AUTO, fsname: Some("ext4".into()), ..Default::default() };

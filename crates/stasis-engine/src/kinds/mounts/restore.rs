@@ -95,6 +95,10 @@ pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBu
                     tmpfs::restore(&img, &at).map_err(|e| format!("filling tmpfs {}: {e}", m.mountpoint))?;
                 }
             }
+            // A read-only superblock (sysfs, masking tmpfs) once filled.
+            if m.sb_flags.unwrap_or(0) as u64 & libc::MS_RDONLY != 0 {
+                mount(None, &at, None, libc::MS_REMOUNT | libc::MS_RDONLY | flags, data)?;
+            }
             if m.flags as u64 & libc::MS_RDONLY != 0 {
                 remounts.push((at.clone(), m.flags as u64));
             }
