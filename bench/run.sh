@@ -9,7 +9,7 @@
 #   BENCH_ITERS=10        iterations per scenario (median and min are reported)
 #   BENCH_WARMUP=1        untimed iterations first (they also check the restore)
 #   BENCH_MEM_MIB=1024    size of the memory scenario
-#   BENCH_SCENARIOS="limits counter nginx run memory ctr ctr_tcp predump"
+#   BENCH_SCENARIOS="limits counter nginx run memory ctr ctr_tcp predump criu_dropin"
 #   BENCH_TOOLS="stasis criu"  (in `ctr` and `ctr_tcp`, criu stands for its peer
 #                         podman + runc + CRIU; "podman" selects that peer alone)
 #   BENCH_TARGETS="tmpfs tmpfs_huge disk"   where the memory scenario's images go
@@ -30,7 +30,7 @@ REPO=$(dirname "$BENCH_DIR")
 ITERS=${BENCH_ITERS:-10}
 WARMUP=${BENCH_WARMUP:-1}
 MEM_MIB=${BENCH_MEM_MIB:-1024}
-SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory ctr ctr_tcp predump}
+SCENARIOS=${BENCH_SCENARIOS:-limits counter nginx run memory ctr ctr_tcp predump criu_dropin}
 TOOLS=${BENCH_TOOLS:-stasis criu}
 TARGETS=${BENCH_TARGETS:-tmpfs tmpfs_huge disk}
 STASIS=${STASIS:-$REPO/target/release/stasis}
@@ -966,6 +966,9 @@ run_predump_peer() {
 	ctr_podman_purge
 }
 
+# shellcheck source=bench/criu_dropin.sh
+. "$BENCH_DIR/criu_dropin.sh"
+
 # ---- run
 start=${EPOCHREALTIME/./}
 [[ " $SCENARIOS " == *" run "* && -z $STASIS_STATE ]] && run_containers
@@ -981,6 +984,7 @@ done
 if [[ " $SCENARIOS " == *" ctr "* ]]; then run_ctr stasis; run_ctr podman; fi
 if [[ " $SCENARIOS " == *" ctr_tcp "* ]]; then run_ctr_tcp stasis; run_ctr_tcp podman; fi
 if [[ " $SCENARIOS " == *" predump "* ]]; then run_predump; run_predump_peer; fi
+[[ " $SCENARIOS " == *" criu_dropin "* ]] && run_criu_dropin
 elapsed=$(((${EPOCHREALTIME/./} - start) / 1000000))
 
 # ---- report
@@ -1234,6 +1238,7 @@ L() { printf '%s\n' "$*"; }
 		[[ -z ${CTR_STATE[pd_stasis]:-} ]] || L "- stasis: ${CTR_STATE[pd_stasis]}"
 		L ""
 	fi
+	[[ " $SCENARIOS " == *" criu_dropin "* ]] && report_criu_dropin
 	if [[ " $SCENARIOS " == *" memory "* ]]; then
 		L "### $MEM_MIB MiB of touched anonymous memory (\`bench/memhog\`)"
 		L ""
