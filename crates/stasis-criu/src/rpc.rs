@@ -5,6 +5,7 @@ use crate::CriuError;
 use prost::Message;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
@@ -40,16 +41,23 @@ impl Conn {
         self.sock.write_all(&resp.encode_to_vec()).map_err(CriuError::io("sending a response"))
     }
 
-    /// Sends a NOTIFY for `script` (with the tree's root `pid`, 0 if none)
-    /// and waits for the caller's answer.
-    pub fn notify(&mut self, script: &str, pid: i32) -> Result<(), CriuError> {
+    /// Sends a NOTIFY for `script` (with the tree's root `pid`, 0 if none,
+    /// and `fd` attached if given) and waits for the caller's answer.
+    pub fn notify(&mut self, script: &str, pid: i32, fd: Option<BorrowedFd<'_>>) -> Result<(), CriuError> {
         log::debug!("notify {script} (pid {pid})");
-        self.send(&CriuResp {
+        let msg = CriuResp {
             r#type: CriuReqType::Notify as i32,
             success: true,
             notify: Some(pb::CriuNotify { script: Some(script.into()), pid: Some(pid) }),
             ..Default::default()
-        })?;
+        };
+        match fd {
+            None => self.send(&msg)?,
+            Some(fd) => {
+                stasis_sys::net::send_with_fd(self.sock.as_fd(), &msg.encode_to_vec(), fd)
+                    .map_err(CriuError::io(format!("sending {script} with its fd")))?;
+            }
+        }
         match self.recv()? {
             Some(r) if r.r#type == CriuReqType::Notify as i32 && r.notify_success() => Ok(()),
             Some(r) if r.r#type == CriuReqType::Notify as i32 => Err(CriuError::NotifyRefused(script.into())),

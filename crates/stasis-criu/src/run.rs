@@ -9,12 +9,18 @@ use crate::CriuError;
 use stasis_engine::kinds::namespaces::NsDumpOpts;
 use stasis_engine::restore::namespaces::{self, NsEnv};
 use stasis_engine::{DumpOpts, DumpStats};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Receives CRIU's notifications (runc's hooks); the CLI has none.
 pub trait Notify {
     fn notify(&mut self, script: &str, pid: i32) -> Result<(), CriuError>;
+    /// A notification carrying an fd (orphan-pts-master: a restored
+    /// console's master, for the runtime to pass to its console socket).
+    fn notify_fd(&mut self, script: &str, pid: i32, _fd: std::os::fd::BorrowedFd<'_>) -> Result<(), CriuError> {
+        self.notify(script, pid)
+    }
 }
 
 /// No notifications.
@@ -169,6 +175,7 @@ pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
         tcp_close: req.tcp_close,
         inherit: req.inherit_fd.clone(),
     };
+    let mut console = None;
     let (root, host_pid) = if ns.flags == 0 {
         (None, None)
     } else {
@@ -181,8 +188,9 @@ pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
             ext_mounts: req.ext_mnt.iter().map(|(k, v)| (k.clone(), PathBuf::from(v))).collect(),
             inherit: req.inherit_fd.clone(),
         };
-        let stub = namespaces::spawn_root(&plan, &ns, &env)?;
-        (Some(stub), Some(stub.pid))
+        let spawned = namespaces::spawn_root(&plan, &ns, &env)?;
+        console = spawned.console;
+        (Some(spawned.stub), Some(spawned.stub.pid))
     };
     if let Some(pid) = host_pid {
         if let Err(e) = n.notify("setup-namespaces", pid) {
@@ -205,6 +213,9 @@ pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
         write_restore_stats(&w.join("stats-restore"), &done);
     }
     n.notify("network-unlock", pid)?;
+    if let Some(m) = &console {
+        n.notify_fd("orphan-pts-master", pid, m.as_fd())?;
+    }
     n.notify("post-restore", pid)?;
     if let Some(f) = &req.pidfile {
         std::fs::write(f, pid.to_string()).map_err(CriuError::io(format!("writing {}", f.display())))?;

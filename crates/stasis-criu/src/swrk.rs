@@ -17,10 +17,16 @@ struct RpcNotify<'a> {
 impl Notify for RpcNotify<'_> {
     fn notify(&mut self, script: &str, pid: i32) -> Result<(), CriuError> {
         if self.on {
-            self.conn.notify(script, pid)
+            self.conn.notify(script, pid, None)
         } else {
             Ok(())
         }
+    }
+
+    fn notify_fd(&mut self, script: &str, pid: i32, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), CriuError> {
+        // The fd goes with the message even when scripts are off: runc
+        // asks for orphan_pts_master on its own.
+        self.conn.notify(script, pid, Some(fd))
     }
 }
 

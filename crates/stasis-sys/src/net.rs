@@ -384,3 +384,28 @@ pub fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let pid = b.get(..4).ok_or_else(|| io::Error::other("short SO_PEERCRED"))?;
     Ok(i32::from_ne_bytes([pid[0], pid[1], pid[2], pid[3]]))
 }
+
+/// `sendmsg` of `data` with one fd attached (`SCM_RIGHTS`), e.g. a pty
+/// master handed to the process at the other end of a unix socket.
+pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut ctl = [0u64; 4]; // 32 bytes: CMSG_SPACE(4) = 24, aligned
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a constant computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: the control buffer is at least CMSG_SPACE(4) bytes and
+    // 8-byte aligned, so the first header and its 4-byte payload fit.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd.as_raw_fd());
+    }
+    // SAFETY: msg points at live iov/data/control buffers of the given sizes.
+    check(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } as libc::c_long).map(|n| n as usize)
+}

@@ -16,8 +16,32 @@ type Step = Result<(), String>;
 /// where it is now.
 struct Placed {
     dev: u32,
+    fstype: u32,
     root: String,
     at: PathBuf,
+}
+
+/// CRIU's code for devpts.
+const DEVPTS: u32 = 6;
+
+/// A new pty pair in the devpts instance mounted at `pts`: its master and
+/// the slave's path. Runtimes bind a terminal's slave onto `/dev/console`;
+/// that terminal's master lived outside the container (the runtime's), so
+/// a restore makes a new pair for the bind and hands its master back.
+fn new_pty(pts: &Path) -> Result<(std::os::fd::OwnedFd, PathBuf), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ptmx = pts.join("ptmx");
+    let err = |e: std::io::Error| format!("opening a terminal at {}: {e}", ptmx.display());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&ptmx)
+        .map_err(err)?;
+    let fd = std::os::fd::OwnedFd::from(f);
+    stasis_sys::special::ptmx_set_lock(std::os::fd::AsFd::as_fd(&fd), false).map_err(err)?;
+    let n = stasis_sys::special::ptmx_index(std::os::fd::AsFd::as_fd(&fd)).map_err(err)?;
+    Ok((fd, pts.join(n.to_string())))
 }
 
 fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Step {
@@ -41,11 +65,25 @@ fn mountpoint_for(target: &Path, file_like: bool) -> Step {
     r.map_err(|e| format!("creating mountpoint {}: {e}", target.display()))
 }
 
+/// What [`build`] made besides mounts.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// The master of the terminal bound where a pty slave was (the
+    /// container's console), and the slave's path under the new root.
+    pub console: Option<(std::os::fd::OwnedFd, PathBuf)>,
+}
+
 /// Rebuilds `mounts` (from `mountpoints-1.img`, in order) with their root
 /// at `root`, an existing directory; tmpfs files come from `images`,
 /// external mounts from the host paths in `external` (by key). The caller
 /// pivots into `root` afterwards.
-pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBuf>, images: &Path) -> Step {
+pub fn build(
+    root: &Path,
+    mounts: &[MntEntry],
+    external: &HashMap<String, PathBuf>,
+    images: &Path,
+) -> Result<Built, String> {
+    let mut built = Built::default();
     mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     let root_s = root.to_str().ok_or_else(|| format!("root {} is not UTF-8", root.display()))?;
     // A bind of itself: pivot_root needs a mount point.
@@ -56,7 +94,7 @@ pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBu
     let mut remounts: Vec<(PathBuf, u64)> = Vec::new();
     for m in mounts {
         if m.mountpoint == "/" {
-            placed.push(Placed { dev: m.root_dev, root: m.root.clone(), at: root.to_path_buf() });
+            placed.push(Placed { dev: m.root_dev, fstype: m.fstype, root: m.root.clone(), at: root.to_path_buf() });
             if m.flags as u64 & libc::MS_RDONLY != 0 {
                 remounts.push((root.to_path_buf(), m.flags as u64));
             }
@@ -78,7 +116,16 @@ pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBu
             remounts.push((at.clone(), m.flags as u64));
         } else if let Some(b) = base {
             let rel = m.root.strip_prefix(&b.root).unwrap_or("").trim_start_matches('/');
-            let src = if rel.is_empty() { b.at.clone() } else { b.at.join(rel) };
+            let mut src = if rel.is_empty() { b.at.clone() } else { b.at.join(rel) };
+            if b.fstype == DEVPTS && !rel.is_empty() && rel != "ptmx" && !src.exists() {
+                if built.console.is_some() {
+                    return Err(format!("a second terminal bind ({}) is not supported", m.mountpoint));
+                }
+                let (master, slave) = new_pty(&b.at)?;
+                let in_tree = Path::new("/").join(slave.strip_prefix(root).unwrap_or(&slave));
+                built.console = Some((master, in_tree));
+                src = slave;
+            }
             mountpoint_for(&at, !src.is_dir())?;
             let s = src.to_str().ok_or_else(|| format!("path {} is not UTF-8", src.display()))?;
             mount(Some(s), &at, None, libc::MS_BIND, None)?;
@@ -103,7 +150,7 @@ pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBu
                 remounts.push((at.clone(), m.flags as u64));
             }
         }
-        placed.push(Placed { dev: m.root_dev, root: m.root.clone(), at });
+        placed.push(Placed { dev: m.root_dev, fstype: m.fstype, root: m.root.clone(), at });
     }
     for (at, flags) in remounts {
         let keep = libc::MS_RDONLY
@@ -116,5 +163,5 @@ pub fn build(root: &Path, mounts: &[MntEntry], external: &HashMap<String, PathBu
             | libc::MS_STRICTATIME;
         mount(None, &at, None, libc::MS_REMOUNT | libc::MS_BIND | (flags & keep), None)?;
     }
-    Ok(())
+    Ok(built)
 }

@@ -31,9 +31,12 @@ pub fn dump(dir: &Path, out: &Path) -> io::Result<()> {
             h.set_size(0);
             let ft = md.file_type();
             if md.dev() != dev {
-                // A mountpoint of another mount: only the directory.
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
+                // A mountpoint of another mount: only the mountpoint, a
+                // directory or (for a file bind-mounted here, such as a
+                // console's pty slave) an empty file.
+                let dir = ft.is_dir();
+                h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+                h.set_mode(if dir { 0o755 } else { 0o644 });
                 tar.append_data(&mut h, &rel, io::empty())?;
             } else if ft.is_dir() {
                 h.set_entry_type(tar::EntryType::Directory);
