@@ -192,6 +192,11 @@ pub fn parse(args: &[String]) -> Result<Command, CriuError> {
     Ok(Command::Run(action, r))
 }
 
+/// `criu check --feature NAME` answers yes for these: what the engine
+/// really does (write tracking for pre-dumps without soft-dirty bits, an
+/// external network namespace, clone3 with set_tid, mount ids in fdinfo).
+const SUPPORTED_FEATURES: &[&str] = &["mem_dirty_track", "external_net_ns", "clone3_set_tid", "mnt_id"];
+
 const USAGE: &str = "\
 Usage (Stasis's criu):
   criu dump -t PID -D DIR [-R] [--tcp-established] [--prev-images-dir DIR]
@@ -227,16 +232,16 @@ pub fn run(cmd: Command, open_log: &mut dyn FnMut(Option<PathBuf>, i32)) -> Resu
             println!("Looks good.");
             Ok(0)
         }
-        Command::Check(Some(f)) => match f.as_str() {
-            "mem_dirty_track" | "mem-dirty-track" => {
-                println!("mem_dirty_track is supported");
+        Command::Check(Some(f)) => {
+            let name = f.replace('-', "_");
+            if SUPPORTED_FEATURES.contains(&name.as_str()) {
+                println!("{f} is supported");
                 Ok(0)
-            }
-            other => {
-                println!("{other} is not supported");
+            } else {
+                println!("{f} is not supported");
                 Ok(1)
             }
-        },
+        }
         Command::Swrk(fd) => swrk::serve(fd, open_log).map(|()| 0),
         Command::Run(action, req) => {
             if action != Action::Restore {

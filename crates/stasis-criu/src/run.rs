@@ -46,6 +46,12 @@ fn move_up(sub: &Path, images: &Path, parent: Option<&str>) -> Result<(), CriuEr
         .filter_map(|e| e.ok().map(|e| e.file_name()))
         .collect();
     names.sort_by_key(|n| n == "inventory.img");
+    // An older image set in the same directory stops looking valid first,
+    // and its chain link must not outlive it.
+    let _ = std::fs::remove_file(images.join("inventory.img"));
+    if !names.iter().any(|n| n == stasis_image::PARENT_LINK) {
+        let _ = std::fs::remove_file(images.join(stasis_image::PARENT_LINK));
+    }
     for n in names {
         let (from, to) = (sub.join(&n), images.join(&n));
         if n == stasis_image::PARENT_LINK {
