@@ -18,7 +18,7 @@ pub enum Command {
     Check(Option<String>),
     /// `swrk FD`.
     Swrk(i32),
-    Run(Action, Request),
+    Run(Action, Box<Request>),
 }
 
 /// Options that take a value, long and short names.
@@ -189,7 +189,7 @@ pub fn parse(args: &[String]) -> Result<Command, CriuError> {
     if r.work_dir.is_none() {
         r.work_dir = Some(r.images.clone());
     }
-    Ok(Command::Run(action, r))
+    Ok(Command::Run(action, Box::new(r)))
 }
 
 /// `criu check --feature NAME` answers yes for these: what the engine
@@ -279,7 +279,7 @@ mod tests {
 
     fn run_req(s: &str) -> (Action, Request) {
         match parse(&args(s)).unwrap() {
-            Command::Run(a, r) => (a, r),
+            Command::Run(a, r) => (a, *r),
             other => panic!("{s}: {other:?}"),
         }
     }

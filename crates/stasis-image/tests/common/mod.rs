@@ -308,6 +308,11 @@ pub fn fd(fd: u32, id: u32, ty: FdTypes) -> pb::FdinfoEntry {
     pb::FdinfoEntry { id, flags: 0, r#type: ty as i32, fd, xattr_security_selinux: None }
 }
 
+/// CLONE_NEWNS.
+fn libc_newns() -> i32 {
+    0x0002_0000
+}
+
 /// Writes the whole synthetic set into `final_dir` and commits it.
 pub fn write_image_set(final_dir: &Path) -> PathBuf {
     let w = ImageDirWriter::create(final_dir).unwrap();
@@ -326,7 +331,50 @@ pub fn write_image_set(final_dir: &Path) -> PathBuf {
         dump_criu_run_id: None,
         allow_uprobes: None,
         stasis_format: None,
+        stasis_ns_flags: Some((libc_newns() | 0x2000_0000) as u32),
+        stasis_ext_netns: Some("extRootNetNS".into()),
     })
+    .unwrap();
+    w.write_entries(
+        &stasis_image::magic::file_name::mountpoints(1),
+        stasis_image::ImageKind::Mnts,
+        &[
+            pb::MntEntry {
+                fstype: 17,
+                mnt_id: 40,
+                root_dev: 0x0280_0001,
+                parent_mnt_id: 1,
+                flags: 0x0020_0000,
+                root: "/".into(),
+                mountpoint: "/".into(),
+                source: "overlay".into(),
+                options: "lowerdir=/l,upperdir=/u,workdir=/w".into(),
+                sb_flags: Some(0),
+                ..Default::default()
+            },
+            pb::MntEntry {
+                fstype: 16,
+                mnt_id: 41,
+                root_dev: 0x0fe0_0000,
+                parent_mnt_id: 40,
+                flags: 0x0020_0000,
+                root: "/var/lib/x/hosts".into(),
+                mountpoint: "/etc/hosts".into(),
+                source: "/dev/vda".into(),
+                options: String::new(),
+                fsname: Some("ext4".into()),
+                ext_mount: Some(true),
+                ext_key: Some("/etc/hosts".into()),
+                ..Default::default()
+            },
+        ],
+    )
+    .unwrap();
+    w.write_entries(
+        &stasis_image::magic::file_name::utsns(1),
+        stasis_image::ImageKind::Utsns,
+        &[pb::UtsnsEntry { nodename: "ctr".into(), domainname: "(none)".into() }],
+    )
     .unwrap();
     w.write_pstree(&[
         pb::PstreeEntry { pid: PARENT, ppid: 0, pgid: PARENT, sid: PARENT, threads: vec![PARENT, THREAD] },
