@@ -6,6 +6,7 @@ say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 STASIS_PACKAGES=(
 	build-essential gcc pkg-config python3 criu busybox-static iproute2
 	nftables procps curl ca-certificates nginx redis-server redis-tools hyperfine
+	runc podman netavark iptables
 )
 
 need_root() {

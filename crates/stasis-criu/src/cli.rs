@@ -244,12 +244,6 @@ pub fn run(cmd: Command, open_log: &mut dyn FnMut(Option<PathBuf>, i32)) -> Resu
         }
         Command::Swrk(fd) => swrk::serve(fd, open_log).map(|()| 0),
         Command::Run(action, req) => {
-            if action != Action::Restore {
-                // The log goes into the images (or work) dir: it must exist.
-                for d in [Some(&req.images), req.work_dir.as_ref()].into_iter().flatten() {
-                    std::fs::create_dir_all(d).map_err(CriuError::io(format!("creating {}", d.display())))?;
-                }
-            }
             open_log(req.log_path(), req.log_level);
             match action {
                 Action::Dump | Action::PreDump => {

@@ -69,15 +69,29 @@ fn move_up(sub: &Path, images: &Path, parent: Option<&str>) -> Result<(), CriuEr
     Ok(())
 }
 
+/// The pipes on the root's fds 0-2 (`pipe:[INO]`, as runc lists them in
+/// `descriptors.json` and passes them back with `inherit_fd`): external,
+/// so that every fd on them, a second open of `/dev/stdout` included,
+/// gets the restorer's pipe.
+fn stdio_pipes(pid: i32) -> Vec<String> {
+    (0..3)
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("pipe:["))
+        .collect()
+}
+
 /// Dumps (or pre-dumps) the tree `req.pid` into `req.images`.
 pub fn dump(req: &Request, pre: bool, n: &mut dyn Notify) -> Result<DumpStats, CriuError> {
     let pid = req.pid.ok_or_else(|| CriuError::Usage("no tree to dump: give its root's pid (-t PID)".into()))?;
-    std::fs::create_dir_all(&req.images).map_err(CriuError::io(format!("creating {}", req.images.display())))?;
+    if !req.images.is_dir() {
+        return Err(CriuError::Usage(format!("the images directory {} does not exist", req.images.display())));
+    }
     let prev = parent_path(req);
     let opts = DumpOpts {
         leave_running: req.leave_running,
         tcp_established: req.tcp_established,
-        external: Vec::new(),
+        external: stdio_pipes(pid),
         cgroup: req
             .freeze_cgroup
             .clone()

@@ -53,7 +53,8 @@ pub fn features() -> CriuFeatures {
 }
 
 /// Serves one request from `req` and answers it on `conn`; the error, if
-/// any, has been sent as a failure answer and is returned for the log.
+/// any, has been sent as a failure answer and is returned for the log
+/// (the caller logs it once).
 fn serve_one(
     conn: &mut Conn,
     peer: i32,
@@ -103,7 +104,6 @@ fn serve_one(
         Ok(resp) => conn.send(&resp),
         Err(e) => {
             let msg = crate::error::one_line(&e);
-            log::error!("{msg}");
             let _ = conn.send(&CriuResp {
                 r#type: ty as i32,
                 success: false,

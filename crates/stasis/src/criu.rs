@@ -31,14 +31,20 @@ pub fn main(args: &[String]) -> ExitCode {
     if swrk {
         super::logger::to_file(None, log::LevelFilter::Warn, true);
     }
+    let mut to_file = false;
     let mut open_log = |path: Option<std::path::PathBuf>, verbosity: i32| {
-        super::logger::to_file(path.as_deref(), level(verbosity), swrk);
+        to_file = super::logger::to_file(path.as_deref(), level(verbosity), swrk);
     };
-    match stasis_criu::cli::run(cmd, &mut open_log) {
+    let done = stasis_criu::cli::run(cmd, &mut open_log);
+    match done {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
+            // Once where the caller looks: the log file (runc and podman
+            // point at it), and stderr unless that is the tree's.
             let msg = stasis_criu::error::one_line(&e);
-            log::error!("{msg}");
+            if to_file {
+                log::error!("{msg}");
+            }
             if !swrk {
                 eprintln!("criu: {msg}");
             }

@@ -53,15 +53,20 @@ pub fn init(level: log::LevelFilter) {
 }
 
 /// Sends further lines to `path` (appended) at `level`; without a path,
-/// drops them instead of writing to stderr when `quiet`.
-pub fn to_file(path: Option<&std::path::Path>, level: log::LevelFilter, quiet: bool) {
+/// drops them instead of writing to stderr when `quiet`. Returns whether
+/// lines now go to a file.
+pub fn to_file(path: Option<&std::path::Path>, level: log::LevelFilter, quiet: bool) -> bool {
     let l = logger();
     *l.stderr.lock().unwrap_or_else(|e| e.into_inner()) = !quiet;
+    log::set_max_level(level);
     if let Some(p) = path {
         match std::fs::OpenOptions::new().create(true).append(true).open(p) {
-            Ok(f) => *l.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(f),
+            Ok(f) => {
+                *l.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                return true;
+            }
             Err(e) => log::warn!("cannot open log file {}: {e}", p.display()),
         }
     }
-    log::set_max_level(level);
+    false
 }

@@ -469,6 +469,9 @@ pub fn restore_fds(
             if let Some((k, local)) = key.and_then(|k| ctx.opts.inherit.iter().find(|(ik, _)| ik == k)) {
                 let what = format!("fd {}: {k} given to the restore", fi.fd);
                 crate::kinds::share::install_local_raw(task, *local, fi.fd, cloexec_of(fi), &what)?;
+            } else if fi.fd > 2 {
+                // fds 0-2 keep the restorer's; others have nothing to keep.
+                log::warn!("process {pid}, fd {}: external file {key:?} was not given; it stays closed", fi.fd);
             }
             continue;
         }
