@@ -195,7 +195,8 @@ pub fn parse(args: &[String]) -> Result<Command, CriuError> {
 /// `criu check --feature NAME` answers yes for these: what the engine
 /// really does (write tracking for pre-dumps without soft-dirty bits, an
 /// external network namespace, clone3 with set_tid, mount ids in fdinfo).
-const SUPPORTED_FEATURES: &[&str] = &["mem_dirty_track", "external_net_ns", "clone3_set_tid", "mnt_id"];
+const SUPPORTED_FEATURES: &[&str] =
+    &["mem_dirty_track", "external_net_ns", "clone3_set_tid", "mnt_id", "seccomp_filters", "seccomp_suspend"];
 
 const USAGE: &str = "\
 Usage (Stasis's criu):

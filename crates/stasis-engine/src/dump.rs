@@ -10,7 +10,7 @@ use crate::error::{dump_io, DumpError};
 use crate::fault;
 use crate::freeze::{Frozen, FrozenProcess};
 use crate::incremental::{self, parent::ParentImages};
-use crate::kinds::{files, mm, signal, task, thread};
+use crate::kinds::{files, mm, seccomp, signal, task, thread};
 use crate::proc::{self, ProcError};
 use crate::remote::{RemoteSession, SCRATCH_LEN};
 use stasis_image::flags::task_state;
@@ -106,6 +106,15 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     let mut stats = DumpStats { freezing_time: frozen.freezing_time, ..Default::default() };
     fault::check("dump-after-freeze").map_err(dump_io(root, "fault injection"))?;
 
+    // Seccomp filters first: a thread in strict mode is refused before the
+    // real work.
+    let mut filters = seccomp::FilterTable::default();
+    for p in frozen.processes.iter().filter(|p| !p.threads.is_empty()) {
+        for &tid in &p.threads {
+            filters.dump_thread(p.pid, tid)?;
+        }
+    }
+
     // Fds first, for all processes: whether a pipe is internal depends on
     // who holds its other end.
     let mut seen_fds = Vec::new();
@@ -135,6 +144,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         })?;
         dumps.push(d);
     }
+    for (tid, core) in dumps.iter_mut().flat_map(|d| d.cores.iter_mut()) {
+        filters.fill_core(*tid, core);
+    }
     log::debug!("dump {root}: state collected at {:?}", t0.elapsed());
     fault::check("dump-before-write").map_err(dump_io(root, "fault injection"))?;
 
@@ -157,6 +169,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         }
     }
     staging.write_files(&table.entries)?;
+    if let Some(e) = filters.into_entry() {
+        staging.write_seccomp(&e)?;
+    }
     crate::kinds::special::write_images(&table, &staging)?;
     let pipes: Vec<PipeData> = table
         .pipe_data
@@ -301,9 +316,6 @@ fn dump_process(
     let pid = p.pid;
     let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let status = proc::read_status(pid).map_err(|source| DumpError::Proc { pid, source })?;
-    if status.seccomp != 0 {
-        return Err(DumpError::Unsupported { pid, what: "a seccomp filter".into() });
-    }
     let pt = Instant::now();
     let session = RemoteSession::open(pid).map_err(dump_io(pid, "prepare injected syscalls"))?;
     let scratch = session.scratch;

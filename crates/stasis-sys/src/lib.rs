@@ -7,7 +7,8 @@
 //!
 //! Modules:
 //! - [`ptrace`]: seize, interrupt, registers (NT_PRSTATUS, NT_X86_XSTATE),
-//!   signal masks and queues, rseq configuration, waiting for stops.
+//!   signal masks and queues, rseq configuration, seccomp filters, waiting
+//!   for stops.
 //! - [`inject`]: running syscalls inside a ptrace-stopped task.
 //! - [`vm`]: `process_vm_readv`/`process_vm_writev` in large batches.
 //! - [`fd`]: pidfd, pipes, `tee`, `fcntl`, and other fd helpers.

@@ -6,6 +6,9 @@
 //! `PTRACE_TRACEME` in restore stubs. Registers go through
 //! `PTRACE_GETREGSET`/`SETREGSET` with `NT_PRSTATUS` (includes fs_base and
 //! gs_base) and `NT_X86_XSTATE` (the whole XSAVE area, sized by CPUID).
+//! Seccomp filters are read with `PTRACE_SECCOMP_GET_FILTER`/`_METADATA`;
+//! `PTRACE_O_SUSPEND_SECCOMP` keeps a tracee's filters from judging the
+//! syscalls we inject (it needs CAP_SYS_ADMIN and a tracer outside seccomp).
 
 use crate::{check, Pid};
 use std::io;
@@ -15,6 +18,8 @@ pub const O_TRACESYSGOOD: u64 = 1;
 pub const O_TRACEFORK: u64 = 1 << 1;
 pub const O_TRACECLONE: u64 = 1 << 3;
 pub const O_EXITKILL: u64 = 1 << 20;
+/// The tracee's seccomp filters do not run while it is traced with this
+/// option (ends with the detach).
 pub const O_SUSPEND_SECCOMP: u64 = 1 << 21;
 
 /// `PTRACE_EVENT_*` codes as seen in `status >> 16`.
@@ -27,6 +32,8 @@ const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const NT_PRSTATUS: usize = 1;
 const NT_X86_XSTATE: usize = 0x202;
@@ -224,6 +231,53 @@ pub fn get_rseq_config(tid: Pid) -> io::Result<RseqConfig> {
         &mut conf as *mut _ as u64,
     )?;
     Ok(conf)
+}
+
+/// Size of one classic BPF instruction (`struct sock_filter`).
+pub const SOCK_FILTER_LEN: usize = 8;
+
+/// Reads seccomp filter `index` of a stopped tracee (0 is the *oldest*: the
+/// kernel's `get_nth_filter` counts from the bottom of the chain) as raw
+/// `struct sock_filter` bytes; `Ok(None)` past the newest filter. Needs
+/// CAP_SYS_ADMIN and a caller not in seccomp itself (`EACCES` otherwise);
+/// `EINVAL` when the tracee is not in filter mode.
+pub fn seccomp_filter(tid: Pid, index: u64) -> io::Result<Option<Vec<u8>>> {
+    // With a NULL buffer the call only counts the instructions.
+    let count = match ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index, 0) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let count = usize::try_from(count).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; count * SOCK_FILTER_LEN];
+    // Counted from the oldest, filter `index` stays the same object (new
+    // filters go on top), so the kernel writes exactly `count` instructions.
+    let got = ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index, buf.as_mut_ptr() as u64)?;
+    if usize::try_from(got).ok() != Some(count) {
+        return Err(io::Error::other(format!("seccomp filter {index} of {tid} changed size while read")));
+    }
+    Ok(Some(buf))
+}
+
+/// `struct seccomp_metadata`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SeccompMetadata {
+    filter_off: u64,
+    flags: u64,
+}
+
+/// The `SECCOMP_FILTER_FLAG_*` flags seccomp filter `index` of a stopped
+/// tracee was installed with (as far as the kernel remembers them: `LOG`).
+pub fn seccomp_filter_flags(tid: Pid, index: u64) -> io::Result<u64> {
+    let mut md = SeccompMetadata { filter_off: index, flags: 0 };
+    ptrace_raw(
+        PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        std::mem::size_of::<SeccompMetadata>() as u64,
+        &mut md as *mut _ as u64,
+    )?;
+    Ok(md.flags)
 }
 
 /// `PTRACE_GET_SYSCALL_INFO` op field: 0 none, 1 entry, 2 exit, 3 seccomp.

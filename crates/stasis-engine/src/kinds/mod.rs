@@ -8,6 +8,7 @@ pub mod mm;
 pub mod mounts;
 pub mod namespaces;
 pub mod pages;
+pub mod seccomp;
 pub mod share;
 pub mod signal;
 pub mod sockets;

@@ -278,10 +278,14 @@ pub fn queue_signal(task: &mut Task, siginfo: &[u8], shared: bool) -> Result<(),
     r.map(drop).map_err(restore_io(tid, format!("queue signal {signo}")))
 }
 
-/// Credentials, last: after them the task may lack the privileges the
-/// restore needs.
+/// Credentials (no_new_privs, groups, bounding set, ids, capabilities),
+/// last: after them the task may lack the privileges the restore needs.
 pub fn restore_creds(task: &mut Task, c: &pb::CredsEntry) -> Result<(), RestoreError> {
     let tid = task.tid;
+    if c.no_new_privs.is_some_and(|v| v != 0) {
+        task.call(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0])
+            .map_err(restore_io(tid, "set no_new_privs"))?;
+    }
     let all_root = [c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid, c.fsuid, c.fsgid].iter().all(|&v| v == 0);
     if !c.groups.is_empty() || !all_root {
         let g: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 pub use fdinfo::{fd_exists, fd_link_path, list_fds, parse_fdinfo, read_fdinfo, FdEntry, FdInfo, FdTarget};
 pub use limits::{parse_limits, read_limits, Limits, Rlimit, RLIM_INFINITY};
-pub use mountinfo::{parse_mountinfo, read_mountinfo, MountInfo};
 pub use maps::{parse_maps, read_maps, MapsEntry, Prot, VmaKind};
+pub use mountinfo::{parse_mountinfo, read_mountinfo, MountInfo};
 pub use smaps::{parse_smaps, parse_vm_flags, read_smaps, read_vm_flags, SmapsEntry, VmFlags};
 pub use stat::{parse_stat, read_stat, Stat, TaskState, PF_KTHREAD};
 pub use status::{parse_status, read_status, Ids, Status};

@@ -43,6 +43,8 @@ pub struct TreeImage {
     pub processes: Vec<ProcessImage>,
     pub files: Vec<pb::FileEntry>,
     pub pipe_data: HashMap<u32, Vec<u8>>,
+    /// `seccomp.img`: every thread's filters (checked against the cores).
+    pub seccomp: Option<pb::SeccompEntry>,
 }
 
 fn invalid(dir: &Path, what: impl Into<String>) -> RestoreError {
@@ -60,6 +62,7 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
     }
     let files = img.read_files()?;
     let file_ids: std::collections::HashSet<u32> = files.iter().map(|f| f.id).collect();
+    let seccomp = img.read_seccomp()?;
     let mut processes = Vec::with_capacity(pstree.len());
     for e in pstree {
         let pid = e.pid;
@@ -84,6 +87,9 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
         for (tid, c) in &cores {
             if c.thread_info.is_none() {
                 return Err(invalid(dir, format!("core-{tid}.img has no x86-64 registers")));
+            }
+            if let Some(tc) = &c.thread_core {
+                crate::kinds::seccomp::thread_chain(seccomp.as_ref(), *tid, tc).map_err(|what| invalid(dir, what))?;
             }
         }
         let mm = img.read_mm(pid)?;
@@ -119,5 +125,5 @@ pub fn load(dir: &Path) -> Result<TreeImage, RestoreError> {
         }
         seen.insert(p.pstree.pid);
     }
-    Ok(TreeImage { dir: dir.to_path_buf(), processes, files, pipe_data })
+    Ok(TreeImage { dir: dir.to_path_buf(), processes, files, pipe_data, seccomp })
 }

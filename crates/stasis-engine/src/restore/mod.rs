@@ -6,7 +6,7 @@
 //!    sessions and process groups in dependency order ([`stub`]).
 //! 3. Per process: rebuild the address space, fds, cwd/root/umask, signal
 //!    actions, limits, mm fields; create the threads; timers, pending
-//!    signals, per-thread state, credentials.
+//!    signals, per-thread state, seccomp filters, credentials.
 //! 4. Give every thread its registers; the main thread's last injected call
 //!    unmaps the scratch area and stops at syscall exit, where its final
 //!    registers are set. Then release every task at once.
@@ -271,6 +271,7 @@ pub fn restore_planned(
         },
         shared_anon: mm::SharedAnonRegistry::new(),
         inherited_signals: proc_ctl::nondefault_signals(),
+        seccomp: tree.seccomp.as_ref(),
         own_limits: crate::proc::read_limits(std::process::id() as i32).ok(),
     };
     crate::kinds::special::prepare(&mut cx.fd, &tree.files, &mut cx.map_paths)?;
@@ -379,6 +380,8 @@ struct ProcessCtx<'a> {
     inherited_signals: u64,
     /// The restorer's limits, which every stub inherits.
     own_limits: Option<crate::proc::Limits>,
+    /// `seccomp.img`.
+    seccomp: Option<&'a stasis_image::pb::SeccompEntry>,
 }
 
 /// Group leaders first, then members (`setpgid` needs the group to exist).
@@ -451,19 +454,29 @@ fn restore_process(t: &mut Task, p: &ProcessImage, cx: &mut ProcessCtx<'_>) -> R
             thread::queue_signal(t, &s.siginfo, true)?;
         }
     }
+    // The main thread last: it may install the filters for every thread.
+    let (main_filters, thread_filters) = crate::kinds::seccomp::process_plan(&p.cores);
     for (th, (_, core)) in threads.iter_mut().zip(p.cores.iter().skip(1)) {
-        restore_thread(th, core)?;
+        restore_thread(th, core, cx.seccomp, thread_filters)?;
     }
-    restore_thread(t, &p.cores[0].1)?;
+    restore_thread(t, &p.cores[0].1, cx.seccomp, main_filters)?;
     log::debug!("process {pid}: threads and timers after {:?}", pt.elapsed());
     Ok(threads)
 }
 
-fn restore_thread(t: &mut Task, core: &stasis_image::pb::CoreEntry) -> Result<(), RestoreError> {
+/// Per-thread state, then seccomp filters (they need CAP_SYS_ADMIN or
+/// no_new_privs), then credentials (which may drop CAP_SYS_ADMIN).
+fn restore_thread(
+    t: &mut Task,
+    core: &stasis_image::pb::CoreEntry,
+    filters: Option<&stasis_image::pb::SeccompEntry>,
+    install: crate::kinds::seccomp::Install,
+) -> Result<(), RestoreError> {
     let (Some(info), Some(tcore)) = (&core.thread_info, &core.thread_core) else {
         return Ok(());
     };
     thread::restore_thread_state(t, tcore, info)?;
+    crate::kinds::seccomp::restore_thread(t, tcore, filters, install)?;
     if let Some(c) = &tcore.creds {
         thread::restore_creds(t, c)?;
     }

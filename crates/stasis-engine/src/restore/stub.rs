@@ -24,7 +24,15 @@ pub const DATA_OFF: u64 = 4096;
 /// `syscall; int3; int3`: what a stub's scratch area starts with.
 pub const CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
 
-const TRACE_OPTS: u64 = ptrace::O_TRACESYSGOOD | ptrace::O_TRACEFORK | ptrace::O_TRACECLONE | ptrace::O_EXITKILL;
+/// Set on the root stub; every task cloned from it inherits them.
+/// `O_SUSPEND_SECCOMP`: the filters installed in a task (last, before its
+/// credentials) must not judge the calls we still inject; filtering starts
+/// when we detach.
+const TRACE_OPTS: u64 = ptrace::O_TRACESYSGOOD
+    | ptrace::O_TRACEFORK
+    | ptrace::O_TRACECLONE
+    | ptrace::O_EXITKILL
+    | ptrace::O_SUSPEND_SECCOMP;
 
 /// One stopped task of the tree being restored.
 ///

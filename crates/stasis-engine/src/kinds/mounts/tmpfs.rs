@@ -77,7 +77,7 @@ fn safe_rel(p: &Path) -> io::Result<PathBuf> {
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("unsafe path {} in archive", p.display()),
+                    format!("path {} in archive leaves the target", p.display()),
                 ))
             }
         }
