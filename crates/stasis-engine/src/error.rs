@@ -78,3 +78,19 @@ pub(crate) fn restore_io(pid: Pid, what: impl Into<String>) -> impl FnOnce(io::E
     let what = what.into();
     move |source| RestoreError::Task { pid, what, source }
 }
+
+/// An error and its causes on one line, joined by ": " (a cause already
+/// quoted by its parent is not repeated): what the CLIs print.
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !line.contains(&s) {
+            line.push_str(": ");
+            line.push_str(&s);
+        }
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}

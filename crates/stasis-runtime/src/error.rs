@@ -67,18 +67,4 @@ impl<T> Ctx<T> for std::result::Result<T, crate::network::NetError> {
     }
 }
 
-/// An error and its causes on one line, joined by ": " (a cause already
-/// quoted by its parent is not repeated): what the CLI prints.
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !line.contains(&s) {
-            line.push_str(": ");
-            line.push_str(&s);
-        }
-        cause = c.source();
-    }
-    line.replace('\n', " ")
-}
+pub use stasis_engine::error::one_line;
