@@ -465,3 +465,48 @@ fn criu_cli_bad_input() {
     let left = procs_with(&rc.marker);
     assert!(left.is_empty(), "a refused restore left processes {left:?}");
 }
+
+/// `runc restore` in the foreground waits for the restored init as for its
+/// own: runc is a child subreaper, so the init (a child of `criu swrk`)
+/// becomes runc's when `criu swrk` exits, and runc returns once it dies.
+#[test]
+fn runc_foreground_restore_waits_for_the_init() {
+    let Some(h) = common::start("criu-runc-fg") else { return };
+    if !have(&["runc"]) {
+        return;
+    }
+    let criu = CriuBin::new(&h);
+    let rc = Runc::new(&h, &criu, "cr3", "stasis-fg");
+    let (out, _err) = rc.start();
+    out.wait_numbers(3, "the container's stdout");
+    let (images, work) = (h.path("fg/img"), h.path("fg/work"));
+    let last = runc_dump(&rc, &out, &[], &images, &work);
+
+    let mut c = rc.cmd(&["restore", "--image-path"]);
+    c.arg(&images).arg("--work-path").arg(h.path("fg/work-restore")).arg("--bundle").arg(&rc.bundle).arg(&rc.id);
+    let mut runc = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn runc restore");
+    let new_out = Stream::spawn(runc.stdout.take().expect("stdout"));
+    let nums = new_out.wait_numbers(3, "the foreground-restored container's stdout");
+    assert_counts_from(&nums, last + 1, "after a foreground restore");
+    let pid = rc.pid();
+    h.track(pid);
+    let ppid = common::proc_stat(pid).map(|s| s.1).unwrap_or(0);
+    assert_eq!(ppid, runc.id() as i32, "the restored init {pid} is runc's child once criu swrk is gone");
+    assert!(
+        common::wait_exit(&mut runc, Duration::from_millis(500)).is_none(),
+        "runc restore returned while the container runs"
+    );
+
+    expect_ok(&rc.run(&["kill", &rc.id, "KILL"]), "runc kill", &[]);
+    let status = common::wait_exit(&mut runc, T).unwrap_or_else(|| {
+        let _ = runc.kill();
+        panic!("runc restore did not return after its container died")
+    });
+    assert!(!status.success(), "runc restore reports the killed init's status: {status:?}");
+    assert!(common::wait_gone(pid, T), "the init {pid} is gone");
+}
