@@ -38,7 +38,7 @@ pub mod pb {
 /// reflection and for comparing our layout with CRIU's.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/criu_descriptor_set.bin"));
 
-pub use dir::{ImageDir, ImageDirWriter, PipeData, TcpStream, PARENT_LINK};
+pub use dir::{FsSync, ImageDir, ImageDirWriter, PipeData, TcpStream, PARENT_LINK};
 pub use error::ImageError;
 pub use frame::{ImageReader, ImageWriter, MAX_ENTRY_LEN};
 pub use magic::{Framing, ImageKind};

@@ -286,3 +286,33 @@ fn show_lists_a_zombie() {
     assert!(text.contains("Process 4000 (gone): zombie"), "{text}");
     assert!(text.contains("Total: 3 processes"), "{text}");
 }
+
+static FS_SYNCED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn count_fs_sync(p: &std::path::Path) -> std::io::Result<()> {
+    assert!(p.join(file_name::INVENTORY).exists(), "synced before every file was written");
+    FS_SYNCED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+fn failing_fs_sync(_: &std::path::Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("disk gone"))
+}
+
+#[test]
+fn whole_filesystem_sync_commits_once_and_its_failure_commits_nothing() {
+    let tmp = TempDir::new("fssync");
+    let mut w = ImageDirWriter::create(tmp.path().join("ck")).unwrap();
+    w.sync_whole_filesystem(count_fs_sync);
+    w.write_inventory(&pb::InventoryEntry::default()).unwrap();
+    let dir = w.commit().unwrap();
+    assert_eq!(FS_SYNCED.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(ImageDir::open(&dir).unwrap().read_inventory().is_ok());
+
+    let mut w = ImageDirWriter::create(tmp.path().join("ck2")).unwrap();
+    w.sync_whole_filesystem(failing_fs_sync);
+    w.write_inventory(&pb::InventoryEntry::default()).unwrap();
+    let e = w.commit().expect_err("a failed sync must not commit");
+    assert!(e.to_string().contains("syncfs"), "{e}");
+    assert!(!tmp.path().join("ck2").exists(), "the final directory exists after a failed sync");
+}

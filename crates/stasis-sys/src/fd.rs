@@ -146,3 +146,11 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// `syncfs(2)` on the file system holding `path`: everything written to
+/// it reaches the disk, with one device flush.
+pub fn syncfs(path: &std::path::Path) -> io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: plain syscall on an fd we own for the duration.
+    check_int(unsafe { libc::syncfs(dir.as_raw_fd()) }).map(drop)
+}
