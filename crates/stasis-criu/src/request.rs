@@ -85,6 +85,13 @@ fn dir_of_fd(peer: i32, fd: i32, what: &str) -> Result<PathBuf, CriuError> {
         .map_err(CriuError::io(format!("{what} (fd {fd} of the caller, process {peer})")))
 }
 
+/// CRIU's rule for `log_file`: relative to the work directory; none when
+/// empty or `-`.
+fn log_file_in(dir: &std::path::Path, file: Option<&str>) -> Option<PathBuf> {
+    let f = file.filter(|f| !f.is_empty() && *f != "-")?;
+    Some(dir.join(f))
+}
+
 impl Request {
     /// From the RPC options of the caller `peer`.
     pub fn from_rpc(peer: i32, action: Action, o: &CriuOpts) -> Result<Request, CriuError> {
@@ -135,17 +142,12 @@ impl Request {
     /// Where the log of RPC options `o` goes, known before they are
     /// checked (so that a refusal is logged where the caller looks).
     pub fn log_of_rpc(peer: i32, o: &CriuOpts) -> Option<PathBuf> {
-        let dir = o.work_dir_fd.or(Some(o.images_dir_fd)).and_then(|fd| dir_of_fd(peer, fd, "").ok())?;
-        let f = o.log_file.as_ref().filter(|f| !f.is_empty() && *f != "-")?;
-        Some(if f.starts_with('/') { PathBuf::from(f) } else { dir.join(f) })
+        let dir = dir_of_fd(peer, o.work_dir_fd.unwrap_or(o.images_dir_fd), "").ok()?;
+        log_file_in(&dir, o.log_file.as_deref())
     }
 
     /// Where log lines go: `work_dir/log_file` (or `images/log_file`).
     pub fn log_path(&self) -> Option<PathBuf> {
-        let f = self.log_file.as_ref().filter(|f| !f.is_empty() && *f != "-")?;
-        if f.starts_with('/') {
-            return Some(PathBuf::from(f));
-        }
-        Some(self.work_dir.as_ref().unwrap_or(&self.images).join(f))
+        log_file_in(self.work_dir.as_ref().unwrap_or(&self.images), self.log_file.as_deref())
     }
 }

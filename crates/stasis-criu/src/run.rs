@@ -74,11 +74,7 @@ fn move_up(sub: &Path, images: &Path, parent: Option<&str>) -> Result<(), CriuEr
 /// so that every fd on them, a second open of `/dev/stdout` included,
 /// gets the restorer's pipe.
 fn stdio_pipes(pid: i32) -> Vec<String> {
-    (0..3)
-        .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
-        .map(|l| l.to_string_lossy().into_owned())
-        .filter(|l| l.starts_with("pipe:["))
-        .collect()
+    (0..3).filter_map(|fd| stasis_engine::proc::pipe_key(pid, fd)).collect()
 }
 
 /// Dumps (or pre-dumps) the tree `req.pid` into `req.images`.
@@ -114,7 +110,7 @@ pub fn dump(req: &Request, pre: bool, n: &mut dyn Notify) -> Result<DumpStats, C
         stasis_engine::pre_dump(pid, &sub, &opts, &exe).map_err(CriuError::from)
     } else {
         n.notify("network-lock", pid)?;
-        lock = lock_for_tcp(req, format!("/proc/{pid}/ns/net"))?;
+        lock = lock_for_tcp(req, pid)?;
         stasis_engine::dump(pid, &sub, &opts).map_err(CriuError::from)
     };
     let stats = match stats {
@@ -171,17 +167,15 @@ fn write_restore_stats(path: &Path, done: &stasis_engine::Restored) {
     }
 }
 
-/// Locks the network namespace at `ns` for a TCP dump or restore when it
-/// is not ours (a tree in our own namespace is not locked).
-fn lock_for_tcp(req: &Request, ns: String) -> Result<Option<NetLock>, CriuError> {
-    if !req.tcp_established {
+/// Locks the network namespace of process `pid` for a TCP dump or
+/// restore when it is not ours (a tree in our own namespace is not
+/// locked).
+fn lock_for_tcp(req: &Request, pid: i32) -> Result<Option<NetLock>, CriuError> {
+    use stasis_engine::kinds::namespaces::ns_inode;
+    if !req.tcp_established || ns_inode(&pid.to_string(), "net").ok() == ns_inode("self", "net").ok() {
         return Ok(None);
     }
-    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
-    if ino(&ns) == ino("/proc/self/ns/net") {
-        return Ok(None);
-    }
-    NetLock::lock(ns).map(Some)
+    NetLock::lock(format!("/proc/{pid}/ns/net")).map(Some)
 }
 
 /// Restores `req.images`; returns the root's pid as we see it.
@@ -220,7 +214,7 @@ pub fn restore(req: &Request, n: &mut dyn Notify) -> Result<i32, CriuError> {
     }
     // Restored connections get no packet until their sockets are back.
     let lock = match host_pid {
-        Some(pid) if req.tcp_established && ns.ext_netns.is_some() => lock_for_tcp(req, format!("/proc/{pid}/ns/net"))?,
+        Some(pid) if ns.ext_netns.is_some() => lock_for_tcp(req, pid)?,
         _ => None,
     };
     let done = stasis_engine::restore::restore_planned(plan, &opts, root, t0);

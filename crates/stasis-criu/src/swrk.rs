@@ -52,6 +52,22 @@ pub fn features() -> CriuFeatures {
     CriuFeatures { mem_track: Some(true), lazy_pages: Some(false), pidfd_store: Some(false) }
 }
 
+/// The request of a DUMP, PRE_DUMP or RESTORE, after opening its log (so
+/// that a refused option is logged where the caller looks).
+fn request_of(
+    req: &CriuReq,
+    peer: i32,
+    action: Action,
+    open_log: &mut dyn FnMut(Option<std::path::PathBuf>, i32),
+) -> Result<Request, CriuError> {
+    let opts = req.opts.as_ref().ok_or_else(|| CriuError::Rpc(format!("a {action:?} request without options")))?;
+    open_log(Request::log_of_rpc(peer, opts), opts.log_level());
+    log::debug!("{action:?} options: {opts:?}");
+    let r = Request::from_rpc(peer, action, opts)?;
+    log::debug!("{action:?} request: {r:?}");
+    Ok(r)
+}
+
 /// Serves one request from `req` and answers it on `conn`; the error, if
 /// any, has been sent as a failure answer and is returned for the log
 /// (the caller logs it once).
@@ -69,12 +85,7 @@ fn serve_one(
             CriuReqType::Check => Ok(ok(ty)),
             CriuReqType::Dump | CriuReqType::PreDump => {
                 let pre = ty == CriuReqType::PreDump;
-                let action = if pre { Action::PreDump } else { Action::Dump };
-                let opts = req.opts.as_ref().ok_or_else(|| CriuError::Rpc("a dump request without options".into()))?;
-                open_log(Request::log_of_rpc(peer, opts), opts.log_level());
-                log::debug!("{ty:?} options: {opts:?}");
-                let r = Request::from_rpc(peer, action, opts)?;
-                log::debug!("{ty:?} request: {r:?}");
+                let r = request_of(&req, peer, if pre { Action::PreDump } else { Action::Dump }, open_log)?;
                 let mut n = RpcNotify { on: r.notify_scripts, conn };
                 let stats = run::dump(&r, pre, &mut n)?;
                 log::info!(
@@ -87,12 +98,7 @@ fn serve_one(
                 Ok(CriuResp { dump: Some(CriuDumpResp { restored: Some(false) }), ..ok(ty) })
             }
             CriuReqType::Restore => {
-                let opts =
-                    req.opts.as_ref().ok_or_else(|| CriuError::Rpc("a restore request without options".into()))?;
-                open_log(Request::log_of_rpc(peer, opts), opts.log_level());
-                log::debug!("RESTORE options: {opts:?}");
-                let r = Request::from_rpc(peer, Action::Restore, opts)?;
-                log::debug!("RESTORE request: {r:?}");
+                let r = request_of(&req, peer, Action::Restore, open_log)?;
                 let mut n = RpcNotify { on: r.notify_scripts, conn };
                 let pid = run::restore(&r, &mut n)?;
                 Ok(CriuResp { restore: Some(CriuRestoreResp { pid }), ..ok(ty) })

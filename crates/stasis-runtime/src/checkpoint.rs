@@ -49,10 +49,7 @@ struct Stdio {
 
 impl Stdio {
     fn of(pid: i32) -> Stdio {
-        let key = |fd: i32| {
-            let l = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?.to_string_lossy().into_owned();
-            l.starts_with("pipe:[").then_some(l)
-        };
+        let key = |fd| stasis_engine::proc::pipe_key(pid, fd);
         Stdio { stdout: key(1), stderr: key(2) }
     }
 }

@@ -192,6 +192,17 @@ pub fn fd_link_path(pid: i32, fd: i32) -> std::path::PathBuf {
     proc_path(pid, &format!("fd/{fd}"))
 }
 
+/// The key of the pipe on `/proc/PID/fd/FD` as its link reads
+/// (`pipe:[INO]`): how a runtime names a tree's stdio pipes to a dump
+/// (`DumpOpts::external`) and gives new ones back to the restore. None
+/// when the fd is not a pipe or is gone.
+pub fn pipe_key(pid: i32, fd: i32) -> Option<String> {
+    match FdTarget::parse(&read_link(pid, &format!("fd/{fd}")).ok()?) {
+        FdTarget::Pipe(ino) => Some(format!("pipe:[{ino}]")),
+        _ => None,
+    }
+}
+
 /// Checks that `/proc/PID/fd/FD` still exists, telling a gone process apart.
 pub fn fd_exists(pid: i32, fd: i32) -> Result<bool, ProcError> {
     let path = fd_link_path(pid, fd);

@@ -29,7 +29,7 @@ pub mod tree;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use fdinfo::{fd_exists, fd_link_path, list_fds, parse_fdinfo, read_fdinfo, FdEntry, FdInfo, FdTarget};
+pub use fdinfo::{fd_exists, fd_link_path, list_fds, parse_fdinfo, pipe_key, read_fdinfo, FdEntry, FdInfo, FdTarget};
 pub use limits::{parse_limits, read_limits, Limits, Rlimit, RLIM_INFINITY};
 pub use maps::{parse_maps, read_maps, MapsEntry, Prot, VmaKind};
 pub use mountinfo::{parse_mountinfo, read_mountinfo, MountInfo};

@@ -138,7 +138,9 @@ pub fn spawn_root(plan: &RestorePlan, ns_img: &NsImages, env: &NsEnv) -> Result<
             let fd = env.inherit.iter().find(|(k, _)| k == key).map(|(_, fd)| *fd).ok_or_else(|| {
                 invalid(format!("its network namespace is external (key {key}): pass one (inherit fd with that key)"))
             })?;
-            Some(stasis_sys::fd::inherited(fd).map_err(restore_io(1, format!("use fd {fd} for {key}")))?)
+            // Our own handle on it: the caller's fd stays theirs.
+            let own = std::fs::File::open(format!("/proc/self/fd/{fd}"));
+            Some(OwnedFd::from(own.map_err(restore_io(1, format!("open fd {fd}, given for {key}")))?))
         }
         None => None,
     };
@@ -176,11 +178,7 @@ pub fn spawn_root(plan: &RestorePlan, ns_img: &NsImages, env: &NsEnv) -> Result<
             )
         }
         Forked::Parent(pid) => {
-            drop((report_w, ack_r));
-            // Kept: a network namespace fd the caller passed stays theirs.
-            if let Some(f) = net {
-                std::mem::forget(f);
-            }
+            drop((report_w, ack_r, net));
             let fail = |what: String| {
                 let _ = stasis_sys::proc_ctl::kill(pid, libc::SIGKILL);
                 let _ = stasis_sys::proc_ctl::wait_exit(pid);
@@ -194,17 +192,12 @@ pub fn spawn_root(plan: &RestorePlan, ns_img: &NsImages, env: &NsEnv) -> Result<
             let console = match line.as_deref() {
                 Some("ok") => None,
                 Some(l) if l.starts_with("console ") => {
-                    let fds: Vec<i32> = l.split(' ').skip(1).filter_map(|n| n.parse().ok()).collect();
-                    let copy = |fd: i32| -> Result<OwnedFd, RestoreError> {
-                        let child =
-                            stasis_sys::fd::pidfd_open(pid).map_err(|e| fail(format!("pidfd of {pid}: {e}")))?;
-                        stasis_sys::fd::pidfd_getfd(child.as_fd(), fd)
-                            .map_err(|e| fail(format!("copying the console: {e}")))
+                    let Some(master) = l.strip_prefix("console ").and_then(|n| n.parse().ok()) else {
+                        return Err(fail(format!("bad report {l:?}")));
                     };
-                    match fds[..] {
-                        [m] => Some(copy(m)?),
-                        _ => return Err(fail(format!("bad report {l:?}"))),
-                    }
+                    let copied = stasis_sys::fd::pidfd_open(pid)
+                        .and_then(|child| stasis_sys::fd::pidfd_getfd(child.as_fd(), master));
+                    Some(copied.map_err(|e| fail(format!("copying the console: {e}")))?)
                 }
                 Some(l) => return Err(fail(l.strip_prefix("error: ").unwrap_or(l).to_string())),
                 None => return Err(fail("it exited before reporting".into())),
