@@ -510,3 +510,44 @@ fn runc_foreground_restore_waits_for_the_init() {
     assert!(!status.success(), "runc restore reports the killed init's status: {status:?}");
     assert!(common::wait_gone(pid, T), "the init {pid} is gone");
 }
+
+/// A terminal container (`podman run -t`): runc binds the pty slave onto
+/// `/dev/console` and conmon holds the master. The restore makes a new
+/// pty for that bind, gives its slave to the init's fds 0-2 and its master
+/// to conmon (orphan-pts-master): the log goes on through it.
+#[test]
+fn podman_terminal_container() {
+    let Some(h) = common::start("criu-podman-tty") else { return };
+    if !have(&["runc", "podman"]) {
+        return;
+    }
+    let criu = CriuBin::new(&h);
+    let mut pm = podman_with_busybox(&h, &criu);
+    let name = unique("pt");
+    let script = counter_script(&unique("podman-tty"), false);
+    let mut args = vec!["run", "-dt", "--runtime", "runc"];
+    args.extend(ULIMITS);
+    args.extend(["--name", &name, BUSYBOX, "sh", "-c", &script]);
+    pm.run(&args);
+    pm.wait_log_numbers(&name, 5);
+    let pid0 = pm.pid(&name);
+    let tty =
+        |pid: i32| fs::read_link(format!("/proc/{pid}/fd/1")).map(|p| p.display().to_string()).unwrap_or_default();
+    assert!(tty(pid0).starts_with("/dev/pts/"), "fd 1 of a -t container: {}", tty(pid0));
+
+    pm.run(&["container", "checkpoint", &name]);
+    assert!(common::wait_gone(pid0, T), "the container's init {pid0} still runs after the checkpoint");
+    let stopped = pm.log_numbers(&name);
+    pm.run(&["container", "restore", &name]);
+    let pid = pm.pid(&name);
+    h.track(pid);
+    let all = pm.wait_log_numbers(&name, stopped.len() + 3);
+    assert_counts_from(&all, 1, "the log of a terminal container across checkpoint and restore");
+    assert!(tty(pid).starts_with("/dev/pts/"), "fd 1 after the restore: {}", tty(pid));
+    assert!(
+        mountpoints(pid).iter().any(|m| m.starts_with("/dev/console ")),
+        "/dev/console is not mounted in the restored container"
+    );
+    assert_eq!(pm.run(&["exec", &name, "echo", "hi"]).trim(), "hi", "podman exec");
+    pm.teardown();
+}
