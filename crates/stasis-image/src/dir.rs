@@ -195,7 +195,35 @@ impl ImageDir {
         Ok(out)
     }
 
-    /// `tcp-stream-ID.img` (ID is the socket inode, in hex in the name).
+    /// Every connection of `tcp-streams.img`, by socket inode; empty if
+    /// there is no such file.
+    ///
+    /// CRIU writes one `tcp-stream-ID.img` per connection; we put them all
+    /// in one image of the same kind (crit decodes it: each entry is framed
+    /// as in CRIU's files, and names its socket in `stasis_ino`). A file per
+    /// connection cost an inode each: with 100 connections, creating them
+    /// took longer than the rest of the dump on ext4.
+    pub fn read_tcp_streams(&self) -> Result<std::collections::HashMap<u32, TcpStream>, ImageError> {
+        let mut out = std::collections::HashMap::new();
+        if !self.exists(file_name::TCP_STREAMS) {
+            return Ok(out);
+        }
+        let mut r = self.reader(file_name::TCP_STREAMS, ImageKind::TcpStream)?;
+        while let Some(entry) = r.next_entry::<TcpStreamEntry>()? {
+            let index = r.entries_read() - 1;
+            let inq = r.read_payload(u64::from(entry.inq_len))?;
+            let outq = r.read_payload(u64::from(entry.outq_len))?;
+            let Some(ino) = entry.stasis_ino else {
+                let reason = "entry has no socket inode (stasis_ino)".to_string();
+                return Err(ImageError::Invalid { path: r.path().to_owned(), index, reason });
+            };
+            out.insert(ino, TcpStream { entry, inq, outq });
+        }
+        Ok(out)
+    }
+
+    /// `tcp-stream-ID.img`, CRIU's file for one connection (ID is the
+    /// socket inode, in hex in the name).
     pub fn read_tcp_stream(&self, id: u32) -> Result<TcpStream, ImageError> {
         let mut r = self.reader(&file_name::tcp_stream(id), ImageKind::TcpStream)?;
         let entry: TcpStreamEntry = r.expect()?;
@@ -224,9 +252,8 @@ pub struct ImageDirWriter {
     staging: PathBuf,
     final_dir: PathBuf,
     committed: bool,
-    /// Files already written that background threads fsync while the dump
-    /// goes on (`tcp-stream-*.img`, see [`EarlySync`]).
-    early: EarlySync,
+    /// `tcp-streams.img`, open from the first connection written.
+    tcp_streams: std::sync::Mutex<Option<ImageWriter<io::BufWriter<File>>>>,
     /// Commit syncs the whole file system once instead of every file.
     fs_sync: Option<FsSync>,
 }
@@ -234,90 +261,6 @@ pub struct ImageDirWriter {
 /// Makes everything written to the file system holding a path durable
 /// (`syncfs(2)`, which this crate cannot call: the engine passes it).
 pub type FsSync = fn(&Path) -> io::Result<()>;
-
-/// A few threads creating and fsyncing small image files while the dump
-/// goes on: one file per connection (`tcp-stream-*.img`) makes hundreds of
-/// them, whose creation and writeback then overlap the rest of the dump
-/// instead of landing on the dumping thread or the commit.
-#[derive(Debug)]
-struct EarlySync {
-    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<SyncJob>>>,
-    workers: std::sync::Mutex<Vec<SyncWorker>>,
-    /// Whether the workers fsync each file (else the commit syncs the
-    /// file system once).
-    per_file: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// A file for the pool to create with these bytes and fsync.
-type SyncJob = (PathBuf, Vec<u8>);
-
-/// A background fsync thread; returns the files it synced.
-type SyncWorker = std::thread::JoinHandle<Result<Vec<PathBuf>, ImageError>>;
-
-impl EarlySync {
-    const WORKERS: usize = 6;
-
-    /// Starts the workers now, before the dump pins its thread to one CPU
-    /// (threads inherit the mask): they should run on the others.
-    fn start() -> EarlySync {
-        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let per_file = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let workers = (0..Self::WORKERS)
-            .map(|_| {
-                let (rx, per_file) = (rx.clone(), per_file.clone());
-                std::thread::spawn(move || {
-                    let mut done = Vec::new();
-                    loop {
-                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((p, bytes)) = next else { return Ok(done) };
-                        let sync = per_file.load(std::sync::atomic::Ordering::Relaxed);
-                        File::options()
-                            .write(true)
-                            .create_new(true)
-                            .open(&p)
-                            .and_then(|mut f| {
-                                io::Write::write_all(&mut f, &bytes)?;
-                                if sync {
-                                    f.sync_all()?;
-                                }
-                                Ok(())
-                            })
-                            .map_err(|e| ImageError::io("write", &p, e))?;
-                        done.push(p);
-                    }
-                })
-            })
-            .collect();
-        EarlySync { queue: std::sync::Mutex::new(Some(tx)), workers: std::sync::Mutex::new(workers), per_file }
-    }
-
-    /// Queues file `path` to be created with `bytes` and fsynced by the
-    /// pool. Creating an inode was three quarters of the dumping thread's
-    /// time per TCP connection here (ext4 without a journal checks recently
-    /// deleted inodes on every create); the pool's threads pay it instead.
-    /// Errors come back from [`finish`](Self::finish), before the commit.
-    fn push(&self, path: PathBuf, bytes: Vec<u8>) -> Result<(), ImageError> {
-        let stopped = || io::Error::other("the image writer pool has stopped");
-        match self.queue.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(tx) => tx.send((path, bytes)).map_err(|e| ImageError::io("write", &e.0 .0, stopped())),
-            None => Err(ImageError::io("write", &path, stopped())),
-        }
-    }
-
-    /// Waits for the queue to drain; returns the files fsynced.
-    fn finish(&self) -> Result<std::collections::HashSet<PathBuf>, ImageError> {
-        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let mut done = std::collections::HashSet::new();
-        for w in self.workers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            let synced = w.join().unwrap_or_else(|_| {
-                Err(ImageError::io("fsync", Path::new("."), std::io::Error::other("fsync thread panicked")))
-            })?;
-            done.extend(synced);
-        }
-        Ok(done)
-    }
-}
 
 impl ImageDirWriter {
     /// Starts an image set that [`commit`](Self::commit) will move to
@@ -341,7 +284,7 @@ impl ImageDirWriter {
             fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove stale", &staging, e))?;
         }
         fs::create_dir(&staging).map_err(|e| ImageError::io("create", &staging, e))?;
-        Ok(ImageDirWriter { staging, final_dir, committed: false, early: EarlySync::start(), fs_sync: None })
+        Ok(ImageDirWriter { staging, final_dir, committed: false, tcp_streams: Default::default(), fs_sync: None })
     }
 
     /// Makes the commit sync the whole file system once (`sync`, the
@@ -350,7 +293,6 @@ impl ImageDirWriter {
     /// little else is waiting to be written. Call before writing.
     pub fn sync_whole_filesystem(&mut self, sync: FsSync) {
         self.fs_sync = Some(sync);
-        self.early.per_file.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The staging directory, where files are written until commit.
@@ -467,24 +409,25 @@ impl ImageDirWriter {
     }
 
     /// Writes `tcp-stream-ID.img`; the queue lengths are set from the data.
+    /// Appends connection `id` (its socket inode) to `tcp-streams.img`:
+    /// one file for all connections, not CRIU's `tcp-stream-ID.img` each
+    /// (see [`ImageDir::read_tcp_streams`]).
     pub fn write_tcp_stream(&self, id: u32, s: &TcpStream) -> Result<(), ImageError> {
-        // Encoded into memory and written in one go (no 256 KiB buffer per
-        // file); fsynced by the pool while the dump goes on: one file per
-        // connection makes hundreds of them.
-        let path = self.file(&file_name::tcp_stream(id));
-        let mut w = ImageWriter::new(Vec::new(), &path, ImageKind::TcpStream)?;
+        let mut guard = self.tcp_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let w = match &mut *guard {
+            Some(w) => w,
+            None => guard.insert(self.writer(file_name::TCP_STREAMS, ImageKind::TcpStream)?),
+        };
         let len = |q: &[u8]| {
             u32::try_from(q.len()).map_err(|_| ImageError::Unwritable {
                 path: w.path().to_owned(),
                 reason: format!("socket queue of {} bytes is over 4 GiB", q.len()),
             })
         };
-        let entry = TcpStreamEntry { inq_len: len(&s.inq)?, outq_len: len(&s.outq)?, ..s.entry };
+        let entry = TcpStreamEntry { inq_len: len(&s.inq)?, outq_len: len(&s.outq)?, stasis_ino: Some(id), ..s.entry };
         w.write(&entry)?;
         w.write_payload(&s.inq)?;
-        w.write_payload(&s.outq)?;
-        let bytes = w.finish()?;
-        self.early.push(path, bytes)
+        w.write_payload(&s.outq)
     }
 
     /// Writes `seccomp.img`.
@@ -501,7 +444,9 @@ impl ImageDirWriter {
     /// every file and the staging directory, rename, fsync the parent.
     /// Refuses if the final directory has appeared and is not empty.
     pub fn commit(self) -> Result<PathBuf, ImageError> {
-        let synced = self.early.finish()?;
+        if let Some(w) = self.tcp_streams.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.finish()?;
+        }
         if let Some(sync) = self.fs_sync {
             sync(&self.staging).map_err(|e| ImageError::io("syncfs", &self.staging, e))?;
             return self.rename_into_place();
@@ -510,7 +455,7 @@ impl ImageDirWriter {
         let mut files = Vec::new();
         for entry in entries {
             let path = entry.map_err(|e| ImageError::io("list", &self.staging, e))?.path();
-            if path.is_file() && !synced.contains(&path) {
+            if path.is_file() {
                 files.push(path);
             }
         }
@@ -559,7 +504,6 @@ impl ImageDirWriter {
 impl Drop for ImageDirWriter {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = self.early.finish();
             // Best effort: an error here has no caller to go to, and a
             // leftover hidden `.tmp-PID` directory is never taken for images.
             let _ = fs::remove_dir_all(&self.staging);

@@ -33,7 +33,7 @@ pub enum Framing {
     Pagemap,
     /// Each `pipe_data_entry` is followed by `bytes` raw bytes.
     PipesData,
-    /// One `tcp_stream_entry` followed by `inq_len` then `outq_len` bytes.
+    /// Each `tcp_stream_entry` is followed by `inq_len` then `outq_len` bytes.
     TcpStream,
     /// No header and no entries: raw bytes (`pages-N.img`).
     Raw,
@@ -107,7 +107,8 @@ kinds! {
     Stats = 0x5709_3306, "STATS", Service, Entries;
     /// `seccomp.img`.
     Seccomp = 0x6441_3049, "SECCOMP", Common, Entries;
-    /// `tcp-stream-ID.img` (ID in hex).
+    /// `tcp-streams.img` (ours: every connection), `tcp-stream-ID.img`
+    /// (CRIU's: one, ID in hex).
     TcpStream = 0x5146_5506, "TCP_STREAM", Common, TcpStream;
     /// `sk-queues.img`: `sk_packet_entry` + `length` bytes of queued data.
     SkQueues = 0x5626_4026, "SK_QUEUES", Common, PipesData;
@@ -248,7 +249,10 @@ pub mod file_name {
     pub fn tmpfs_dev(mnt_id: u32) -> String {
         format!("tmpfs-dev-{mnt_id}.tar.gz.img")
     }
-    /// `tcp-stream-ID.img`, ID in lower-case hex (the socket inode).
+    /// `tcp-streams.img`: every dumped connection (ours).
+    pub const TCP_STREAMS: &str = "tcp-streams.img";
+    /// `tcp-stream-ID.img`, ID in lower-case hex (the socket inode): one
+    /// connection, as CRIU writes them.
     pub fn tcp_stream(id: u32) -> String {
         format!("tcp-stream-{id:x}.img")
     }

@@ -51,6 +51,10 @@ fn crit_decodes_every_image() {
 
     let decoded = run_crit(&["decode", "-i", dir.join("pipes-data.img").to_str().unwrap()]);
     assert!(decoded.contains("aGVsbG8gdGhyb3VnaCB0aGUgcGlwZQo="), "pipe payload not seen: {decoded}");
+    // Both connections of tcp-streams.img, each with its queues.
+    let decoded = run_crit(&["decode", "-i", dir.join("tcp-streams.img").to_str().unwrap()]);
+    assert_eq!(decoded.matches("\"inq_seq\"").count(), 2, "{decoded}");
+    assert!(decoded.contains("b3V0") && decoded.contains("c2Vjb25k"), "send queues not seen: {decoded}");
     let decoded = run_crit(&["decode", "-i", dir.join("pagemap-100.img").to_str().unwrap()]);
     assert!(decoded.contains("\"pages_id\": 1"), "{decoded}");
 

@@ -100,8 +100,13 @@ fn image_set_reads_back() {
     let pipes = img.read_pipes_data().unwrap();
     assert_eq!(pipes[0].entry.bytes as usize, pipes[0].data.len());
     assert_eq!(pipes[0].data, b"hello through the pipe\n");
-    let tcp = img.read_tcp_stream(TCP_INO).unwrap();
-    assert_eq!((tcp.inq.as_slice(), tcp.outq.as_slice(), tcp.entry.outq_len), (&b"in"[..], &b"out"[..], 3));
+    let tcp = img.read_tcp_streams().unwrap();
+    assert_eq!(tcp.len(), 2);
+    let first = &tcp[&TCP_INO];
+    assert_eq!((first.inq.as_slice(), first.outq.as_slice(), first.entry.outq_len), (&b"in"[..], &b"out"[..], 3));
+    assert_eq!(first.entry.stasis_ino, Some(TCP_INO));
+    assert_eq!(tcp[&(TCP_INO + 1)].outq, b"second");
+    assert!(!img.exists(&stasis_image::magic::file_name::tcp_stream(TCP_INO)), "no per-connection file");
     assert_eq!(img.read_seccomp().unwrap().unwrap().seccomp_filters.len(), 1);
     assert_eq!(img.read_dump_stats().unwrap().dump.unwrap().pages_written, 10);
 
@@ -315,4 +320,27 @@ fn whole_filesystem_sync_commits_once_and_its_failure_commits_nothing() {
     let e = w.commit().expect_err("a failed sync must not commit");
     assert!(e.to_string().contains("syncfs"), "{e}");
     assert!(!tmp.path().join("ck2").exists(), "the final directory exists after a failed sync");
+}
+
+/// A connection in CRIU's layout (`tcp-stream-ID.img`, one per file) reads
+/// back too; an entry of `tcp-streams.img` without its socket is refused.
+#[test]
+fn criu_per_connection_tcp_stream() {
+    let tmp = TempDir::new("tcp-criu");
+    let entry = pb::TcpStreamEntry { inq_len: 2, outq_len: 1, mss_clamp: 1460, ..Default::default() };
+    let mut w = ImageWriter::create(tmp.path().join(file_name::tcp_stream(0xff)), ImageKind::TcpStream).unwrap();
+    w.write(&entry).unwrap();
+    w.write_payload(b"in").unwrap();
+    w.write_payload(b"o").unwrap();
+    w.finish().unwrap();
+    let img = ImageDir::open(tmp.path()).unwrap();
+    let s = img.read_tcp_stream(0xff).unwrap();
+    assert_eq!((s.inq.as_slice(), s.outq.as_slice(), s.entry.mss_clamp), (&b"in"[..], &b"o"[..], 1460));
+    assert!(img.read_tcp_streams().unwrap().is_empty());
+
+    let mut w = ImageWriter::create(tmp.path().join(file_name::TCP_STREAMS), ImageKind::TcpStream).unwrap();
+    w.write(&pb::TcpStreamEntry::default()).unwrap();
+    w.finish().unwrap();
+    let err = img.read_tcp_streams().unwrap_err().to_string();
+    assert!(err.contains("tcp-streams.img") && err.contains("stasis_ino"), "{err}");
 }

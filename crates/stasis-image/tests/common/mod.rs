@@ -431,33 +431,37 @@ pub fn write_image_set(final_dir: &Path) -> PathBuf {
         data: b"hello through the pipe\n".to_vec(),
     }])
     .unwrap();
-    w.write_tcp_stream(
-        TCP_INO,
-        &TcpStream {
-            entry: pb::TcpStreamEntry {
-                inq_len: 0,
-                inq_seq: 1000,
-                outq_len: 0,
-                outq_seq: 2000,
-                opt_mask: 0x7,
-                snd_wscale: 7,
-                mss_clamp: 1460,
-                rcv_wscale: Some(7),
-                timestamp: Some(99),
-                cork: None,
-                nodelay: None,
-                unsq_len: Some(2),
-                snd_wl1: Some(1),
-                snd_wnd: Some(65535),
-                max_window: Some(65535),
-                rcv_wnd: Some(65535),
-                rcv_wup: Some(1000),
+    // Two connections: both go to tcp-streams.img.
+    for (ino, inq, outq) in [(TCP_INO, &b"in"[..], &b"out"[..]), (TCP_INO + 1, &b""[..], &b"second"[..])] {
+        w.write_tcp_stream(
+            ino,
+            &TcpStream {
+                entry: pb::TcpStreamEntry {
+                    inq_len: 0,
+                    inq_seq: 1000,
+                    outq_len: 0,
+                    outq_seq: 2000,
+                    opt_mask: 0x7,
+                    snd_wscale: 7,
+                    mss_clamp: 1460,
+                    rcv_wscale: Some(7),
+                    timestamp: Some(99),
+                    cork: None,
+                    nodelay: None,
+                    unsq_len: Some(2),
+                    snd_wl1: Some(1),
+                    snd_wnd: Some(65535),
+                    max_window: Some(65535),
+                    rcv_wnd: Some(65535),
+                    rcv_wup: Some(1000),
+                    stasis_ino: None,
+                },
+                inq: inq.to_vec(),
+                outq: outq.to_vec(),
             },
-            inq: b"in".to_vec(),
-            outq: b"out".to_vec(),
-        },
-    )
-    .unwrap();
+        )
+        .unwrap();
+    }
     w.write_seccomp(&pb::SeccompEntry {
         seccomp_filters: vec![pb::SeccompFilter {
             filter: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],

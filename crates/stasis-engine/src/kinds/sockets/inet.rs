@@ -17,7 +17,7 @@ use super::{diag, opts, tcp};
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::fdkind::FdDumpCtx;
 use crate::kinds::files::{FdSeen, FdTypes};
-use stasis_image::{pb, ImageDir};
+use stasis_image::pb;
 use stasis_sys::net::{self as n, SockAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -185,7 +185,7 @@ pub fn restore(
     pid: i32,
     fd: u32,
     e: &pb::InetSkEntry,
-    pending: &mut Vec<(i32, String, tcp::Restored, pb::SkOptsEntry)>,
+    state: &mut super::SocketRestore,
 ) -> Result<OwnedFd, RestoreError> {
     let src = addr(e.family, &e.src_addr, e.src_port);
     let dst = addr(e.family, &e.dst_addr, e.dst_port);
@@ -224,11 +224,11 @@ pub fn restore(
         });
     }
     let sk = if established {
-        let stream = ImageDir::open(dir)?.read_tcp_stream(e.ino)?;
+        let stream = state.streams.take(dir, e.ino)?;
         let r = tcp::TcpRepair::enter(sk).map_err(restore_io(pid, what("repair mode")))?;
         let done = r.restore(&src, &dst, &stream).map_err(restore_io(pid, what("TCP repair")))?;
         let sk = done.try_clone().map_err(restore_io(pid, what("dup")))?;
-        pending.push((pid, what("leave repair mode"), done, e.opts.clone()));
+        state.tcp.push((pid, what("leave repair mode"), done, e.opts.clone()));
         sk
     } else {
         let bound = e.src_port != 0 || e.src_addr.iter().any(|w| *w != 0);

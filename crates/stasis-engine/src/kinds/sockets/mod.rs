@@ -41,6 +41,8 @@ pub struct SocketRestore {
     /// Restored TCP connections still in repair mode, with what to say if
     /// leaving it fails and whether SO_REUSEADDR was set.
     tcp: Vec<(stasis_sys::Pid, String, tcp::Restored, pb::SkOptsEntry)>,
+    /// The dumped connections, read once.
+    streams: tcp::StreamImages,
 }
 
 /// Sets a socket's file status flags (O_NONBLOCK) as dumped.
@@ -78,7 +80,7 @@ pub fn open_fd(
     fi: &pb::FdinfoEntry,
 ) -> Result<Option<Install>, RestoreError> {
     if let Some(isk) = &e.isk {
-        return inet::restore(ctx.dir, ctx.opts, task.pid, fi.fd, isk, &mut ctx.sockets.tcp)
+        return inet::restore(ctx.dir, ctx.opts, task.pid, fi.fd, isk, &mut ctx.sockets)
             .map(|s| Some(Install::Local(s)));
     }
     let Some(usk) = &e.usk else { return Ok(None) };

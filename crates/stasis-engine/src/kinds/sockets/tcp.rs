@@ -23,10 +23,12 @@
 //! LAST_ACK, ...) are refused at dump. Restoring on another host needs the
 //! addresses to exist there (no IP migration here).
 
-use stasis_image::{pb, TcpStream};
+use stasis_image::{pb, ImageDir, ImageError, TcpStream};
 use stasis_sys::net::{self as n, SockAddr};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::Mutex;
 
 const TCP: i32 = libc::IPPROTO_TCP;
@@ -135,6 +137,7 @@ impl TcpRepair {
             max_window: win(2),
             rcv_wnd: win(3),
             rcv_wup: win(4),
+            stasis_ino: None,
         };
         Ok(TcpStream { entry, inq, outq })
     }
@@ -241,6 +244,24 @@ impl Drop for TcpRepair {
     fn drop(&mut self) {
         if self.leave_on_drop {
             let _ = n::setsockopt_int(self.fd.as_fd(), TCP, n::TCP_REPAIR, 0);
+        }
+    }
+}
+
+/// The dumped connections of an image directory, read on first use:
+/// `tcp-streams.img` at once, or CRIU's `tcp-stream-ID.img` files one by one.
+#[derive(Default)]
+pub struct StreamImages(Option<HashMap<u32, TcpStream>>);
+
+impl StreamImages {
+    /// The dumped state of the connection of socket `ino`.
+    pub fn take(&mut self, dir: &Path, ino: u32) -> Result<TcpStream, ImageError> {
+        if self.0.is_none() {
+            self.0 = Some(ImageDir::open(dir)?.read_tcp_streams()?);
+        }
+        match self.0.as_mut().and_then(|all| all.remove(&ino)) {
+            Some(s) => Ok(s),
+            None => ImageDir::open(dir)?.read_tcp_stream(ino),
         }
     }
 }
