@@ -21,7 +21,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Namespaces every container gets.
@@ -220,25 +220,32 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
         restored: restore.is_some(),
         ..Default::default()
     };
+    // The restored checkpoint (and its pre-checkpoint, which served this
+    // restore only) leave their places before the CLI hears of it: a
+    // checkpoint taken right after gets fresh ones. Removing their files
+    // and the open lock's table takes a while (tens of ms on a slow disk;
+    // an RCU grace period): done once the CLI has returned.
+    let trash = match &restore {
+        Some(r) if r.remove_after => vec![retire(store, &r.dir), crate::precheckpoint::retire_pre(store, id)],
+        _ => Vec::new(),
+    };
     if let Err(e) = store.write_state(id, &st) {
         let _ = writeln!(ready, "error: {}", crate::error::one_line(&e));
     } else {
         let _ = writeln!(ready, "ok {pid}");
     }
     drop(ready);
-    if let Some(l) = open_lock {
-        l.remove();
-    }
-    if let Some(r) = &restore {
-        if r.remove_after {
-            let _ = fs::remove_dir_all(&r.dir);
-            // Its pre-checkpoint served this restore only.
-            crate::precheckpoint::drop_pre(store, id);
-        }
-    }
     // Nothing of ours may keep the CLI's pipe open: stdout becomes /dev/null.
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = stasis_sys::fd::dup_to(null.as_fd(), 1);
+    }
+    if let Some(l) = open_lock {
+        l.remove();
+    }
+    for dir in trash.into_iter().flatten() {
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            log::warn!("removing {}: {e}", dir.display());
+        }
     }
     let log_path = store.ctr_dir(id).join("ctr.log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
@@ -355,4 +362,22 @@ fn start(
             Ok((pid, File::from(out_r), File::from(err_r), open))
         }
     }
+}
+
+/// Moves directory `dir` into the store's scratch space, to be removed;
+/// `None` if it is not there. Where it cannot move, it is removed now.
+pub(crate) fn retire(store: &Store, dir: &Path) -> Option<PathBuf> {
+    if !dir.exists() {
+        return None;
+    }
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let trash = store.tmp_dir().join(format!("retired-{}-{n}", std::process::id()));
+    if fs::create_dir_all(store.tmp_dir()).and_then(|_| fs::rename(dir, &trash)).is_ok() {
+        return Some(trash);
+    }
+    if let Err(e) = fs::remove_dir_all(dir) {
+        log::warn!("removing {}: {e}", dir.display());
+    }
+    None
 }

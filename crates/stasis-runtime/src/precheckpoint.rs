@@ -41,6 +41,14 @@ pub fn has_pre(store: &Store, id: &str) -> bool {
     pre_dir(store, id).join("inventory.img").is_file()
 }
 
+/// Ends the tracking of the container's pre-checkpoint and moves it out of
+/// its place, to be removed (see `monitor::retire`).
+pub fn retire_pre(store: &Store, id: &str) -> Option<PathBuf> {
+    let dir = pre_dir(store, id);
+    stasis_engine::incremental::holder::stop(&dir);
+    crate::monitor::retire(store, &dir)
+}
+
 /// Ends the tracking of the container's pre-checkpoint and removes it.
 pub fn drop_pre(store: &Store, id: &str) {
     let dir = pre_dir(store, id);
