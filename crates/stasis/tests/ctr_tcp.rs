@@ -190,6 +190,51 @@ fn redis_pipeline_sent_while_frozen() {
     common::check_images(&host.root.join("containers").join(id).join("checkpoints/ck/checkpoint"));
 }
 
+/// The lock tables (`stasis_lock_*`) in the network namespace of `pid`.
+fn lock_tables(pid: i64) -> usize {
+    let out = Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "nft", "list", "tables"]).output();
+    let out = out.expect("run nsenter nft");
+    assert!(out.status.success(), "nft list tables: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("stasis_lock")).count()
+}
+
+/// A checkpoint that fails once the network is locked leaves the container
+/// running, its connections working and no lock table behind; a restore
+/// that fails leaves nothing behind and the next one brings the
+/// connections back, whose lock table then goes too.
+#[test]
+fn failures_leave_no_lock() {
+    let Some(host) = Host::new("tcp-faults") else { return };
+    host.import("nginx");
+    host.run(&["run", "-d", "--name", "web", "-p", "18193:80", "nginx"]);
+    curl("http://127.0.0.1:18193/", None);
+    let c = Client::start(host.h.as_ref().unwrap(), "faults", "http", "127.0.0.1", 18193, 10);
+    let pid = || host.inspect("web")["State"]["Pid"].as_i64().expect("pid");
+    for point in ["dump-after-freeze", "dump-before-commit"] {
+        let args = ["container", "checkpoint", "--tcp-established", "web"];
+        let out = host.try_run_env(&[("STASIS_FAULT", point)], &args);
+        out.assert_one_line_error(point);
+        assert_eq!(host.ps_one("web")["State"], "running", "after a fault at {point}");
+        assert_eq!(lock_tables(pid()), 0, "lock tables left after a fault at {point}");
+    }
+    host.run(&["container", "checkpoint", "--tcp-established", "web"]);
+    let x = held(&host.inspect("web"));
+    c.send();
+    let args = ["container", "restore", "--tcp-established", "web"];
+    let out = host.try_run_env(&[("STASIS_FAULT", "restore-before-release")], &args);
+    out.assert_one_line_error("restore with a fault");
+    assert_eq!(host.ps_one("web")["State"], "exited");
+    assert_released(&x, None);
+    host.run(&args);
+    assert_eq!(c.finish(), "OK 10/10 same-sockets=True");
+    // The restore's lock, open, is removed once the CLI has returned.
+    let end = Instant::now() + Duration::from_secs(5);
+    while lock_tables(pid()) > 0 {
+        assert!(Instant::now() < end, "the restore's lock table stays");
+        sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn tcp_close_drops_the_connections() {
     let Some(host) = Host::new("tcp-close") else { return };

@@ -107,20 +107,26 @@ impl NetLock {
     }
 }
 
+/// Deletes lock table `table` of container `id` (in the namespace of `pid`).
+fn delete_table(id: &str, pid: i32, table: &str) -> Result<(), NetError> {
+    nft_in(id, pid, "removing the network lock", &format!("delete table inet {table}\n"))
+}
+
 impl OpenLock {
     /// Removes the table; slow (an RCU grace period), so called once
     /// nothing waits. Only this lock's table: a newer lock stays.
     pub fn remove(self) {
-        let script = format!("delete table inet {}\n", self.table);
-        if let Err(e) = nft_in(&self.id, self.pid, "removing the network lock", &script) {
+        if let Err(e) = delete_table(&self.id, self.pid, &self.table) {
             log::debug!("network: {e}");
         }
     }
 }
 
+/// A lock still held when dropped (the operation failed): removed, table
+/// and all; should that fail, at least opened.
 impl Drop for NetLock {
     fn drop(&mut self) {
-        if self.active {
+        if self.active && delete_table(&self.id, self.pid, &self.table).is_err() {
             let _ = self.open();
         }
     }
