@@ -5,7 +5,9 @@
       the answer, prints READY; when DIR/send exists it sends one request on
       each (the container may still be checkpointed: the kernel retransmits),
       and when DIR/go exists it reads every answer and prints
-      "OK <n answered with 200>/<N>" (or the first error).
+      "OK <n answered with 200>/<N>" (or the first error). Before that, when
+      DIR/ping exists, it makes one round trip on each and prints
+      "PING <n answered with 200>/<N>" (the container must be running).
   tcp_client.py redis HOST PORT N DIR
       The same with one redis connection: SET k0..k{N-1} pipelined after
       DIR/send, then reads N +OK replies and a GET after DIR/go.
@@ -50,7 +52,16 @@ def http(host, port, n, d):
     names = sorted({s.getsockname() for s in socks})
     print(f"FIRST {first}/{n}", flush=True)
     print("READY", flush=True)
-    wait_for(os.path.join(d, "send"))
+    pinged = False
+    while not os.path.exists(os.path.join(d, "send")):
+        if not pinged and os.path.exists(os.path.join(d, "ping")):
+            for s in socks:
+                s.settimeout(10)
+                s.sendall(req)
+            ok = sum(read_http(s).endswith("200 OK") for s in socks)
+            print(f"PING {ok}/{n}", flush=True)
+            pinged = True
+        time.sleep(0.01)
     for s in socks:
         s.sendall(req)
     wait_for(os.path.join(d, "go"))

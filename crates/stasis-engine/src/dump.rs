@@ -124,6 +124,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     for p in frozen.processes.iter().filter(|p| !p.threads.is_empty()) {
         seen_fds.push((p.pid, files::scan_fds(p.pid)?));
     }
+    // Dropped before `tcp_repair` (declared later): the helper is joined
+    // before the connections it put into repair mode are released.
+    let prefetch = crate::kinds::sockets::prefetch::Prefetch::start(root, &seen_fds, opts.tcp_established);
     let internal = files::internal_pipes(&seen_fds);
     let sharing = crate::kinds::share::Sharing::find(&seen_fds);
     let mut table = files::FileTable::default();
@@ -138,7 +141,14 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
             continue;
         }
         let fds = &fd_iter.next().map(|(_, f)| f).ok_or(DumpError::Unstable { pid: root })?[..];
-        let ctx = ProcessCtx { root, vpids: &vpids, staging: &staging, opts, parent: parent.as_ref() };
+        let ctx = ProcessCtx {
+            root,
+            vpids: &vpids,
+            staging: &staging,
+            opts,
+            parent: parent.as_ref(),
+            sockets: prefetch.as_ref(),
+        };
         let d = dump_process(&ctx, p, fds, &internal, &sharing, &mut table, &mut stats).map(|mut d| {
             if frozen.was_job_stopped(p.pid) {
                 mark_stopped(&mut d);
@@ -147,6 +157,7 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
         })?;
         dumps.push(d);
     }
+    drop(prefetch);
     for (tid, core) in dumps.iter_mut().flat_map(|d| d.cores.iter_mut()) {
         filters.fill_core(*tid, core);
     }
@@ -317,6 +328,8 @@ struct ProcessCtx<'a> {
     staging: &'a ImageDirWriter,
     opts: &'a DumpOpts,
     parent: Option<&'a ParentImages>,
+    /// Inet sockets read ahead on a helper thread.
+    sockets: Option<&'a crate::kinds::sockets::prefetch::Prefetch>,
 }
 
 fn dump_process(
@@ -328,7 +341,7 @@ fn dump_process(
     table: &mut files::FileTable,
     stats: &mut DumpStats,
 ) -> Result<ProcessDump, DumpError> {
-    let ProcessCtx { root, vpids, staging, opts, parent } = *ctx;
+    let ProcessCtx { root, vpids, staging, opts, parent, sockets } = *ctx;
     let pid = p.pid;
     let st = proc::read_stat(pid).map_err(|source| DumpError::Proc { pid, source })?;
     let status = proc::read_status(pid).map_err(|source| DumpError::Proc { pid, source })?;
@@ -393,7 +406,7 @@ fn dump_process(
     let pagemap = plan.pagemap;
 
     log::debug!("process {pid}: scratch removed after {:?}", pt.elapsed());
-    let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts, pidfd: None };
+    let mut ctx = crate::kinds::fdkind::FdDumpCtx { pid, table, staging, opts, pidfd: None, prefetch: sockets };
     let fdinfo = files::dump_fds(&mut ctx, fds, internal, sharing)?;
     log::debug!("process {pid}: {} fds after {:?}", fdinfo.len(), pt.elapsed());
     let cwd = proc::task::read_cwd(pid).map_err(|source| DumpError::Proc { pid, source })?;

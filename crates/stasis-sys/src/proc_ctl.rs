@@ -259,6 +259,25 @@ pub fn reap_all() {
 #[derive(Clone)]
 pub struct CpuSet(libc::cpu_set_t);
 
+impl CpuSet {
+    /// The CPUs of this set that are not in `other`; `None` if none is left.
+    pub fn without(&self, other: &CpuSet) -> Option<CpuSet> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; every CPU index
+        // passed to the CPU_* helpers is below CPU_SETSIZE.
+        let rest = unsafe {
+            let mut s: libc::cpu_set_t = std::mem::zeroed();
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                if libc::CPU_ISSET(cpu, &self.0) && !libc::CPU_ISSET(cpu, &other.0) {
+                    libc::CPU_SET(cpu, &mut s);
+                }
+            }
+            s
+        };
+        // SAFETY: rest is a valid cpu_set_t.
+        (unsafe { libc::CPU_COUNT(&rest) } > 0).then_some(CpuSet(rest))
+    }
+}
+
 /// The CPU affinity of `pid` (0: the calling thread).
 pub fn get_affinity(pid: Pid) -> io::Result<CpuSet> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
@@ -299,6 +318,14 @@ pub fn pin_self() -> io::Result<()> {
         g.get_or_insert(orig);
     }
     Ok(())
+}
+
+/// The CPUs the pinned thread may not use (all but its own, of the mask
+/// it had before [`pin_self`]), for a helper that must not take its CPU;
+/// `None` when we are not pinned or had one CPU only.
+pub fn away_from_pinned() -> Option<CpuSet> {
+    let orig = ORIGINAL_AFFINITY.lock().ok()?.clone()?;
+    orig.without(&get_affinity(0).ok()?)
 }
 
 /// Puts back the mask saved by [`pin_self`].

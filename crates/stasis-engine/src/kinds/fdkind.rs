@@ -22,11 +22,13 @@ use std::path::Path;
 pub struct FdDumpCtx<'a> {
     pub pid: Pid,
     pub table: &'a mut FileTable,
-    /// For kinds with image files of their own (e.g. `tcp-stream-ID.img`).
+    /// For kinds with image files of their own (e.g. `tcp-streams.img`).
     pub staging: &'a ImageDirWriter,
     pub opts: &'a DumpOpts,
     /// A pidfd of the process, opened on first use.
     pub pidfd: Option<OwnedFd>,
+    /// Inet sockets read ahead by a helper thread, if any.
+    pub prefetch: Option<&'a crate::kinds::sockets::prefetch::Prefetch>,
 }
 
 impl FdDumpCtx<'_> {

@@ -152,6 +152,7 @@ impl FileTable {
 }
 
 /// One fd of a process as seen at dump time, before pipe ends are matched.
+#[derive(Clone)]
 pub struct FdSeen {
     pub fd: i32,
     /// Inode number from fdinfo (groups candidates for sharing).

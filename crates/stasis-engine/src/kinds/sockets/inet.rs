@@ -17,8 +17,9 @@ use super::{diag, opts, tcp};
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::fdkind::FdDumpCtx;
 use crate::kinds::files::{FdSeen, FdTypes};
-use stasis_image::pb;
+use stasis_image::{pb, TcpStream};
 use stasis_sys::net::{self as n, SockAddr};
+use stasis_sys::Pid;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -64,17 +65,29 @@ fn tcp_state(sk: &OwnedFd) -> std::io::Result<u32> {
     Ok(info.first().copied().unwrap_or(0) as u32)
 }
 
-/// Dumps one inet socket (`sk` is the dumper's copy of the fd).
-pub fn dump(
-    ctx: &mut FdDumpCtx<'_>,
+/// What [`collect`] read of one inet socket: its entry (without an id yet)
+/// and, for an established connection, its state and queues.
+pub struct Collected {
+    pub entry: pb::InetSkEntry,
+    pub stream: Option<TcpStream>,
+}
+
+/// Reads one inet socket, fd `f` of `pid` (`sk` is the dumper's copy);
+/// `None` when it is neither TCP nor UDP. An established connection enters
+/// repair mode here, held until the dump ends ([`tcp::hold`]). Runs on the
+/// dumping thread or on [`super::prefetch`]'s, which must be in the tree's
+/// network namespace.
+#[allow(clippy::too_many_arguments)]
+pub fn collect(
+    pid: Pid,
     f: &FdSeen,
     sk: &OwnedFd,
     ino: u32,
     family: i32,
     ty: i32,
     proto: i32,
-) -> Result<Option<(FdTypes, u32)>, DumpError> {
-    let pid = ctx.pid;
+    tcp_established: bool,
+) -> Result<Option<Collected>, DumpError> {
     let fdn = f.fd;
     let is_tcp = ty == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
     let is_udp = ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == 0);
@@ -95,7 +108,7 @@ pub fn dump(
         .map_err(dump_io(pid, format!("fd {fdn}: inet_diag")))?
         .unwrap_or_default();
     let mut backlog = 0;
-    let id = ctx.table.new_id();
+    let mut stream = None;
     match (is_tcp, state) {
         (true, ST_LISTEN) => {
             backlog = d.wqueue;
@@ -117,7 +130,7 @@ pub fn dump(
             }
         }
         (true, ST_ESTABLISHED) => {
-            if !ctx.opts.tcp_established {
+            if !tcp_established {
                 return Err(DumpError::Task {
                     pid,
                     what: format!("fd {fdn}: established TCP connection {}", conn()),
@@ -127,10 +140,9 @@ pub fn dump(
             let dup = sk.try_clone().map_err(dump_io(pid, format!("fd {fdn}: dup")))?;
             let r = tcp::TcpRepair::enter(dup)
                 .map_err(dump_io(pid, format!("fd {fdn}: TCP connection {}: repair mode", conn())))?;
-            let stream = r.dump();
+            let dumped = r.dump();
             tcp::hold(r);
-            let stream = stream.map_err(dump_io(pid, format!("fd {fdn}: TCP connection {}", conn())))?;
-            ctx.staging.write_tcp_stream(ino, &stream)?;
+            stream = Some(dumped.map_err(dump_io(pid, format!("fd {fdn}: TCP connection {}", conn())))?);
         }
         (true, s) => {
             return Err(DumpError::UnsupportedFd { pid, fd: fdn, kind: format!("TCP socket {} in state {s}", conn()) })
@@ -148,7 +160,7 @@ pub fn dump(
         ttl: None,
     });
     let entry = pb::InetSkEntry {
-        id,
+        id: 0,
         ino,
         family: family as u32,
         r#type: ty as u32,
@@ -174,8 +186,20 @@ pub fn dump(
         },
     };
     log::debug!("process {pid}, fd {fdn}: inet socket {} state {state}", conn());
+    Ok(Some(Collected { entry, stream }))
+}
+
+/// Records a collected socket: its `tcp-streams.img` entry and its
+/// `files.img` entry, under a new id.
+pub fn record(ctx: &mut FdDumpCtx<'_>, c: Collected) -> Result<(FdTypes, u32), DumpError> {
+    let Collected { mut entry, stream } = c;
+    if let Some(s) = &stream {
+        ctx.staging.write_tcp_stream(entry.ino, s)?;
+    }
+    entry.id = ctx.table.new_id();
+    let id = entry.id;
     ctx.table.push(pb::FileEntry { r#type: FdTypes::Inetsk as i32, id, isk: Some(entry), ..Default::default() });
-    Ok(Some((FdTypes::Inetsk, id)))
+    Ok((FdTypes::Inetsk, id))
 }
 
 /// Creates the socket of one `inet_sk_entry`, fully set up.

@@ -15,10 +15,12 @@
 //! - [`tcp`]: established connections through TCP_REPAIR.
 //! - [`opts`]: socket options shared by all of them.
 //! - [`diag`]: UNIX_DIAG and INET_DIAG requests.
+//! - [`prefetch`]: inet sockets read on a second thread while the dump goes on.
 
 pub mod diag;
 pub mod inet;
 pub mod opts;
+pub mod prefetch;
 pub mod tcp;
 pub mod unix;
 
@@ -59,6 +61,9 @@ pub(crate) fn set_file_flags(fd: BorrowedFd<'_>, flags: u32) -> std::io::Result<
 pub fn dump_fd(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<Option<(pb::FdTypes, u32)>, DumpError> {
     let FdTarget::Socket(ino) = f.target else { return Ok(None) };
     let pid = ctx.pid;
+    if let Some(read) = ctx.prefetch.and_then(|p| p.take(pid, f.fd)) {
+        return read?.map(|c| inet::record(ctx, c)).transpose();
+    }
     let what = format!("fd {}: copy the socket", f.fd);
     let sk = ctx.copy_fd(f.fd).map_err(dump_io(pid, what))?;
     let get = |opt| n::getsockopt_int(sk.as_fd(), libc::SOL_SOCKET, opt);
@@ -67,7 +72,12 @@ pub fn dump_fd(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<Option<(pb::FdType
     };
     match family {
         libc::AF_UNIX => unix::dump(ctx, f, &sk, ino as u32).map(Some),
-        libc::AF_INET | libc::AF_INET6 => inet::dump(ctx, f, &sk, ino as u32, family, ty, proto),
+        libc::AF_INET | libc::AF_INET6 => {
+            let tcp_established = ctx.opts.tcp_established;
+            inet::collect(pid, f, &sk, ino as u32, family, ty, proto, tcp_established)?
+                .map(|c| inet::record(ctx, c))
+                .transpose()
+        }
         _ => Ok(None),
     }
 }
