@@ -13,7 +13,7 @@
 //! socket's port may still be held by TIME_WAIT entries, then set back),
 //! binds, listens or connects (UDP), and hands it to the task.
 
-use super::{diag, opts, tcp};
+use super::{diag, opts, tcp, SockKind};
 use crate::error::{dump_io, restore_io, DumpError, RestoreError};
 use crate::kinds::fdkind::FdDumpCtx;
 use crate::kinds::files::{FdSeen, FdTypes};
@@ -77,17 +77,15 @@ pub struct Collected {
 /// repair mode here, held until the dump ends ([`tcp::hold`]). Runs on the
 /// dumping thread or on [`super::prefetch`]'s, which must be in the tree's
 /// network namespace.
-#[allow(clippy::too_many_arguments)]
 pub fn collect(
     pid: Pid,
     f: &FdSeen,
     sk: &OwnedFd,
     ino: u32,
-    family: i32,
-    ty: i32,
-    proto: i32,
+    kind: SockKind,
     tcp_established: bool,
 ) -> Result<Option<Collected>, DumpError> {
+    let SockKind { family, ty, proto } = kind;
     let fdn = f.fd;
     let is_tcp = ty == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP;
     let is_udp = ty == libc::SOCK_DGRAM && (proto == libc::IPPROTO_UDP || proto == 0);

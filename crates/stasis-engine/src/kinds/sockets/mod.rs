@@ -66,19 +66,35 @@ pub fn dump_fd(ctx: &mut FdDumpCtx<'_>, f: &FdSeen) -> Result<Option<(pb::FdType
     }
     let what = format!("fd {}: copy the socket", f.fd);
     let sk = ctx.copy_fd(f.fd).map_err(dump_io(pid, what))?;
-    let get = |opt| n::getsockopt_int(sk.as_fd(), libc::SOL_SOCKET, opt);
-    let (Ok(family), Ok(ty), Ok(proto)) = (get(n::SO_DOMAIN), get(libc::SO_TYPE), get(n::SO_PROTOCOL)) else {
-        return Ok(None);
-    };
-    match family {
+    let Some(kind) = SockKind::of(sk.as_fd()) else { return Ok(None) };
+    match kind.family {
         libc::AF_UNIX => unix::dump(ctx, f, &sk, ino as u32).map(Some),
         libc::AF_INET | libc::AF_INET6 => {
             let tcp_established = ctx.opts.tcp_established;
-            inet::collect(pid, f, &sk, ino as u32, family, ty, proto, tcp_established)?
-                .map(|c| inet::record(ctx, c))
-                .transpose()
+            inet::collect(pid, f, &sk, ino as u32, kind, tcp_established)?.map(|c| inet::record(ctx, c)).transpose()
         }
         _ => Ok(None),
+    }
+}
+
+/// A socket's family, type and protocol.
+#[derive(Clone, Copy)]
+pub struct SockKind {
+    pub family: i32,
+    pub ty: i32,
+    pub proto: i32,
+}
+
+impl SockKind {
+    /// Reads them (`SO_DOMAIN`, `SO_TYPE`, `SO_PROTOCOL`); `None` if any
+    /// cannot be read.
+    pub fn of(sk: BorrowedFd<'_>) -> Option<SockKind> {
+        let get = |opt| n::getsockopt_int(sk, libc::SOL_SOCKET, opt).ok();
+        Some(SockKind { family: get(n::SO_DOMAIN)?, ty: get(libc::SO_TYPE)?, proto: get(n::SO_PROTOCOL)? })
+    }
+
+    pub fn is_inet(&self) -> bool {
+        self.family == libc::AF_INET || self.family == libc::AF_INET6
     }
 }
 

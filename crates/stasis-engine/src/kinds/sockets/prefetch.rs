@@ -16,10 +16,10 @@
 //! then, which the dump's `RepairGuard` empties.
 
 use super::inet::{self, Collected};
+use super::SockKind;
 use crate::error::DumpError;
 use crate::kinds::files::FdSeen;
 use crate::proc::FdTarget;
-use stasis_sys::net as n;
 use stasis_sys::Pid;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -122,12 +122,6 @@ fn read_all(root: Pid, todo: &[(Pid, Vec<FdSeen>)], tcp_established: bool, share
 fn read_one(pid: Pid, pidfd: std::os::fd::BorrowedFd<'_>, f: &FdSeen, tcp_established: bool) -> Item {
     let FdTarget::Socket(ino) = f.target else { return None };
     let sk = stasis_sys::fd::pidfd_getfd(pidfd, f.fd).ok()?;
-    let get = |opt| n::getsockopt_int(sk.as_fd(), libc::SOL_SOCKET, opt);
-    let (Ok(family), Ok(ty), Ok(proto)) = (get(n::SO_DOMAIN), get(libc::SO_TYPE), get(n::SO_PROTOCOL)) else {
-        return None;
-    };
-    if family != libc::AF_INET && family != libc::AF_INET6 {
-        return None;
-    }
-    Some(inet::collect(pid, f, &sk, ino as u32, family, ty, proto, tcp_established))
+    let kind = SockKind::of(sk.as_fd()).filter(SockKind::is_inet)?;
+    Some(inet::collect(pid, f, &sk, ino as u32, kind, tcp_established))
 }
