@@ -243,9 +243,7 @@ pub fn run(store: &Store, id: &str, mut ready: File, restore: Option<RestoreReq>
         l.remove();
     }
     for dir in trash.into_iter().flatten() {
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            log::warn!("removing {}: {e}", dir.display());
-        }
+        remove_retired(&dir);
     }
     let log_path = store.ctr_dir(id).join("ctr.log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
@@ -361,6 +359,13 @@ fn start(
             log::debug!("monitor: {} (pid {pid}) runs after {:?}", cfg.name, t.elapsed());
             Ok((pid, File::from(out_r), File::from(err_r), open))
         }
+    }
+}
+
+/// Removes a directory [`retire`] moved aside.
+pub(crate) fn remove_retired(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir) {
+        log::warn!("removing {}: {e}", dir.display());
     }
 }
 

@@ -51,12 +51,8 @@ pub fn retire_pre(store: &Store, id: &str) -> Option<PathBuf> {
 
 /// Ends the tracking of the container's pre-checkpoint and removes it.
 pub fn drop_pre(store: &Store, id: &str) {
-    let dir = pre_dir(store, id);
-    stasis_engine::incremental::holder::stop(&dir);
-    if let Err(e) = fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("removing {}: {e}", dir.display());
-        }
+    if let Some(retired) = retire_pre(store, id) {
+        crate::monitor::remove_retired(&retired);
     }
 }
 
