@@ -124,8 +124,9 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
     for p in frozen.processes.iter().filter(|p| !p.threads.is_empty()) {
         seen_fds.push((p.pid, files::scan_fds(p.pid)?));
     }
-    // Dropped before `tcp_repair` (declared later): the helper is joined
-    // before the connections it put into repair mode are released.
+    // Declared after `tcp_repair`, so dropped (the helper joined) before
+    // it on every path: the connections the helper put into repair mode
+    // are all in the guard's list when the guard releases them.
     let prefetch = crate::kinds::sockets::prefetch::Prefetch::start(root, &seen_fds, opts.tcp_established);
     let internal = files::internal_pipes(&seen_fds);
     let sharing = crate::kinds::share::Sharing::find(&seen_fds);
@@ -235,8 +236,8 @@ pub fn dump(root: Pid, images: &Path, opts: &DumpOpts) -> Result<DumpStats, Dump
 /// Whether little enough data waits to be written on this machine
 /// (/proc/meminfo Dirty + Writeback under 32 MiB) that one `syncfs` at
 /// commit costs less than an fsync per image file: each fsync flushes the
-/// device, and a dump with connections writes one file per connection.
-/// With much foreign data pending, a syncfs would wait for it too.
+/// device, and even a small dump writes a few dozen files. With much
+/// foreign data pending, a syncfs would wait for it too.
 fn little_dirty_data() -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/meminfo") else { return false };
     let kib = |key: &str| -> Option<u64> {
