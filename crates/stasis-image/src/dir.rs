@@ -289,7 +289,7 @@ impl ImageDirWriter {
 
     /// Makes the commit sync the whole file system once (`sync`, the
     /// engine's `syncfs`) instead of fsyncing every file: one device flush
-    /// instead of one per file, worth it for hundreds of small files when
+    /// instead of one per file, worth it for dozens of small files when
     /// little else is waiting to be written. Call before writing.
     pub fn sync_whole_filesystem(&mut self, sync: FsSync) {
         self.fs_sync = Some(sync);

@@ -362,7 +362,7 @@ fn start(
     }
 }
 
-/// Removes a directory [`retire`] moved aside.
+/// Removes a directory [`retire`] moved aside (or could not move).
 pub(crate) fn remove_retired(dir: &Path) {
     if let Err(e) = fs::remove_dir_all(dir) {
         log::warn!("removing {}: {e}", dir.display());
@@ -381,8 +381,6 @@ pub(crate) fn retire(store: &Store, dir: &Path) -> Option<PathBuf> {
     if fs::create_dir_all(store.tmp_dir()).and_then(|_| fs::rename(dir, &trash)).is_ok() {
         return Some(trash);
     }
-    if let Err(e) = fs::remove_dir_all(dir) {
-        log::warn!("removing {}: {e}", dir.display());
-    }
+    remove_retired(dir);
     None
 }
